@@ -1,0 +1,320 @@
+"""Deployable bundles: BPMN, DMN and JSON-Schema forms, checked as a whole before anything is stored.
+
+A bundle is compiled into SpiffWorkflow specs once per content hash and cached; instances only
+store their runtime state, never the spec.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from lxml import etree
+from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
+from SpiffWorkflow.bpmn.specs.bpmn_process_spec import BpmnProcessSpec
+from SpiffWorkflow.bpmn.specs.mixins.subworkflow_task import SubWorkflowTask as SubWorkflowTaskMixin
+from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask as UserTaskMixin
+from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
+from SpiffWorkflow.specs.ExclusiveChoice import ExclusiveChoice
+
+from engine.errors import BundleInvalid, Problem
+from engine.safexml import UnsafeXML, parse_xml
+from engine.sandbox import check_source
+
+BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+FORM_PROPERTY = "formJsonSchemaFilename"
+# Spiff extension properties whose values are sandboxed expressions evaluated against task data.
+EXPRESSION_PROPERTIES = ("owner", "dueDate", "priority")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The files of one deployment, by base name. Content decides identity, not file order."""
+
+    files: Mapping[str, str]
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes | str] | Iterable[str | Path]) -> Bundle:
+        if not isinstance(files, Mapping):
+            files = {Path(p).name: Path(p).read_bytes() for p in files}
+        out: dict[str, str] = {}
+        for name, data in files.items():
+            base = PurePath(name).name
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+            out[base] = text.lstrip("\ufeff")
+        return cls(dict(sorted(out.items())))
+
+    @property
+    def content_hash(self) -> str:
+        digest = hashlib.sha256()
+        for name, text in self.files.items():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(text.encode()).digest())
+        return digest.hexdigest()
+
+    def named(self, suffix: str) -> dict[str, str]:
+        return {n: t for n, t in self.files.items() if n.lower().endswith(suffix)}
+
+
+@dataclass
+class Compiled:
+    """Specs for every process of a bundle, and its forms, ready to instantiate."""
+
+    process_key: str
+    name: str
+    specs: dict[str, BpmnProcessSpec]
+    forms: dict[str, dict[str, Any]]
+    lanes: dict[str, str | None] = field(default_factory=dict)
+
+    def subprocess_specs(self) -> dict[str, BpmnProcessSpec]:
+        return {k: v for k, v in self.specs.items() if k != self.process_key}
+
+
+def compile_bundle(bundle: Bundle, process_key: str | None = None) -> Compiled:
+    """Parse and check a bundle; raise BundleInvalid listing every problem found."""
+    problems: list[Problem] = []
+    parser = SpiffBpmnParser(validator=VALIDATOR)
+    forms = _load_forms(bundle, problems)
+    trees = _parse_documents(bundle, problems)
+    for name, tree in trees.items():
+        _add_document(parser, name, tree, problems)
+    specs = _build_specs(parser, problems)
+    for spec in specs.values():
+        _check_spec(spec, forms, problems)
+    key = _choose_process(parser, trees, process_key, problems) if specs else None
+    if key and key not in specs:
+        problems.append(Problem("", key, f"process '{key}' is not in the bundle"))
+    if problems:
+        raise BundleInvalid(problems)
+    assert key is not None
+    main = specs[key]
+    used = {key, *_called(specs, key)}
+    return Compiled(
+        process_key=key,
+        name=main.description or key,
+        specs={k: v for k, v in specs.items() if k in used},
+        forms=forms,
+    )
+
+
+def _load_forms(bundle: Bundle, problems: list[Problem]) -> dict[str, dict[str, Any]]:
+    forms: dict[str, dict[str, Any]] = {}
+    for name, text in bundle.named(".json").items():
+        try:
+            schema = json.loads(text)
+            Draft202012Validator.check_schema(schema)
+        except json.JSONDecodeError as err:
+            problems.append(Problem(name, None, f"not valid JSON: {err.msg} (line {err.lineno})"))
+            continue
+        except SchemaError as err:
+            problems.append(Problem(name, None, f"not a valid JSON Schema: {err.message}"))
+            continue
+        forms[name] = schema
+    return forms
+
+
+def _parse_documents(bundle: Bundle, problems: list[Problem]) -> dict[str, etree._Element]:
+    trees: dict[str, etree._Element] = {}
+    xml_files = {**bundle.named(".bpmn"), **bundle.named(".dmn"), **bundle.named(".bpmn20.xml")}
+    if not bundle.named(".bpmn") and not bundle.named(".bpmn20.xml"):
+        problems.append(Problem("", None, "the bundle has no BPMN file"))
+    for name, text in xml_files.items():
+        try:
+            trees[name] = parse_xml(text.encode("utf-8"), name)
+        except UnsafeXML as err:
+            problems.append(Problem(name, None, str(err)))
+    return trees
+
+
+def _add_document(parser: SpiffBpmnParser, name: str, tree: etree._Element, problems: list[Problem]) -> None:
+    if name.lower().endswith(".dmn"):
+        try:
+            parser.add_dmn_xml(tree, filename=name)
+        except Exception as err:  # SpiffWorkflow raises several kinds here
+            problems.append(Problem(name, _element_of(err), _message_of(err)))
+        return
+    schema_errors = _schema_errors(tree)
+    if schema_errors:
+        problems.extend(Problem(name, None, msg) for msg in schema_errors)
+        return
+    try:
+        parser.add_bpmn_xml(tree, filename=name)
+    except Exception as err:
+        problems.append(Problem(name, _element_of(err), _message_of(err)))
+
+
+def _schema_errors(tree: etree._Element) -> list[str]:
+    """Every XSD error at once: SpiffWorkflow's validator stops at the last one."""
+    VALIDATOR.preprocess(tree)
+    if VALIDATOR.validator.validate(tree):
+        return []
+    return [f"line {e.line}: {e.message}" for e in VALIDATOR.validator.error_log]
+
+
+def _choose_process(
+    parser: SpiffBpmnParser, trees: Mapping[str, etree._Element], wanted: str | None, problems: list[Problem]
+) -> str | None:
+    ids = parser.get_process_ids()
+    if wanted:
+        return wanted
+    called = set()
+    for tree in trees.values():
+        for node in tree.iter(f"{{{BPMN_NS}}}callActivity"):
+            called.add(node.get("calledElement"))
+    roots = [pid for pid in ids if pid not in called and parser.get_process_parser(pid).process_executable]
+    if len(roots) == 1:
+        return roots[0]
+    problems.append(
+        Problem("", None, f"cannot tell which process to deploy among {sorted(roots) or ids}: name one")
+    )
+    return None
+
+
+def _build_specs(parser: SpiffBpmnParser, problems: list[Problem]) -> dict[str, BpmnProcessSpec]:
+    specs: dict[str, BpmnProcessSpec] = {}
+    for pid in parser.get_process_ids():
+        try:
+            specs[pid] = parser.get_spec(pid)
+        except Exception as err:
+            problems.append(Problem(getattr(err, "file_name", "") or "", _element_of(err), _message_of(err)))
+    for pid, spec in specs.items():
+        for ts in spec.task_specs.values():
+            if isinstance(ts, SubWorkflowTaskMixin) and ts.spec not in specs:
+                problems.append(Problem(spec.file or "", ts.bpmn_id, f"calls unknown process '{ts.spec}'"))
+    return specs
+
+
+def _called(specs: Mapping[str, BpmnProcessSpec], key: str, seen: set[str] | None = None) -> set[str]:
+    seen = seen if seen is not None else set()
+    for ts in specs[key].task_specs.values():
+        if isinstance(ts, SubWorkflowTaskMixin) and ts.spec not in seen:
+            seen.add(ts.spec)
+            _called(specs, ts.spec, seen)
+    return seen
+
+
+def _check_spec(spec: BpmnProcessSpec, forms: Mapping[str, Any], problems: list[Problem]) -> None:
+    """The checks SpiffWorkflow leaves to run time: forms, sandboxed code, gateways."""
+    file = spec.file or ""
+    for ts in spec.task_specs.values():
+        element = getattr(ts, "bpmn_id", None) or ts.name
+        props = (getattr(ts, "extensions", None) or {}).get("properties", {})
+        if isinstance(ts, UserTaskMixin):
+            form = props.get(FORM_PROPERTY)
+            if form and form not in forms:
+                problems.append(Problem(file, element, f"form '{form}' is not in the bundle"))
+        for prop in EXPRESSION_PROPERTIES:
+            if prop in props:
+                _check_code(props[prop], "eval", file, element, problems, f"property '{prop}'")
+        script = getattr(ts, "script", None)
+        if isinstance(script, str):
+            _check_code(script, "exec", file, element, problems, "script")
+        for attr in ("prescript", "postscript"):
+            code = getattr(ts, attr, None)
+            if code:
+                _check_code(code, "exec", file, element, problems, attr)
+        _check_event_expression(ts, file, element, problems)
+        for cond, _target in getattr(ts, "cond_task_specs", []) or []:
+            text = _condition_text(cond)
+            if text is not None:
+                _check_code(text, "eval", file, element, problems, "condition")
+        if isinstance(ts, ExclusiveChoice):
+            _check_exclusive_gateway(ts, file, element, problems)
+
+
+def _check_event_expression(ts: Any, file: str, element: str, problems: list[Problem]) -> None:
+    event = getattr(ts, "event_definition", None)
+    expression = getattr(event, "expression", None)
+    if isinstance(expression, str):
+        _check_code(expression, "eval", file, element, problems, "timer expression")
+
+
+def _check_code(source: str, mode: str, file: str, element: str, problems: list[Problem], what: str) -> None:
+    for message in check_source(source, mode):
+        problems.append(Problem(file, element, f"{what}: {message}"))
+
+
+def _check_exclusive_gateway(ts: ExclusiveChoice, file: str, element: str, problems: list[Problem]) -> None:
+    """A gateway without a default flow must not be able to find every condition false.
+
+    Only what can be seen without data is reported: a flow with no condition, or conditions that are
+    constants, all false.
+    """
+    if ts.default_task_spec is not None or len(ts.cond_task_specs) < 2:
+        return
+    conditions = [_condition_text(cond) for cond, _ in ts.cond_task_specs]
+    if any(cond is None or not str(cond).strip() for cond in conditions):
+        problems.append(Problem(file, element, "gateway has an outgoing flow with no condition and no default"))
+        return
+    constants = [_constant(str(cond)) for cond in conditions]
+    if all(value is not _UNKNOWN for value in constants) and not any(constants):
+        problems.append(Problem(file, element, "every condition of this gateway is false and it has no default"))
+
+
+_UNKNOWN = object()
+
+
+def _condition_text(cond: Any) -> str | None:
+    """SpiffWorkflow wraps a flow's condition expression in an operator object; unwrap it."""
+    if cond is None:
+        return None
+    args = getattr(cond, "args", None)
+    return str(args[0]) if args else str(cond)
+
+
+def _constant(expression: str) -> object:
+    try:
+        return ast.literal_eval(expression.strip())
+    except (ValueError, SyntaxError):
+        return _UNKNOWN
+
+
+def _element_of(err: Exception) -> str | None:
+    for attr in ("id", "element_id", "node_id"):
+        value = getattr(err, attr, None)
+        if value:
+            return str(value)
+    return None
+
+
+def _message_of(err: Exception) -> str:
+    if isinstance(err, ValidationException):
+        line = getattr(err, "line_number", None)
+        base = str(err.args[0]) if err.args else str(err)
+        return f"{base} (line {line})" if line else base
+    return f"{type(err).__name__}: {err}"
+
+
+class SpecCache:
+    """Compiled bundles by content hash: a definition is parsed once per process, not per load."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._items: OrderedDict[str, Compiled] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, content_hash: str, sources: Mapping[str, str], process_key: str) -> Compiled:
+        key = f"{content_hash}:{process_key}"
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        compiled = compile_bundle(Bundle.from_files(sources), process_key)
+        with self._lock:
+            self._items[key] = compiled
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return compiled
+
+    def put(self, content_hash: str, process_key: str, compiled: Compiled) -> None:
+        with self._lock:
+            self._items[f"{content_hash}:{process_key}"] = compiled

@@ -1,0 +1,265 @@
+"""Tables of the engine, as SQLAlchemy 2.0 typed mappings.
+
+The schema itself is owned by Alembic (``engine/migrations``); these classes must match it, and
+``tests/test_migrations.py`` checks that they do.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend: SQLite forgets the zone, so it is put back here."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+# Big integers on PostgreSQL, plain INTEGER on SQLite so that it stays the rowid alias.
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict: JSON()}
+
+
+# --- directory -----------------------------------------------------------------------------------
+
+
+class Organisation(Base):
+    """A node of the party-organisation tree (公司党委 → 党总支 → 党支部 → 党小组)."""
+
+    __tablename__ = "organisation"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32), default="branch")
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("organisation.id"), index=True)
+
+    parent: Mapped[Organisation | None] = relationship(remote_side=[id])
+
+
+class User(Base):
+    __tablename__ = "app_user"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(Base):
+    """A role held in an organisation: roles are never global, always "in" somewhere."""
+
+    __tablename__ = "membership"
+    __table_args__ = (UniqueConstraint("user_id", "org_id", "role"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    role: Mapped[str] = mapped_column(String(64))
+
+
+class GroupMember(Base):
+    """Plain named groups, for lanes whose name is not one of the known roles."""
+
+    __tablename__ = "group_member"
+    __table_args__ = (UniqueConstraint("user_id", "group_name"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    group_name: Mapped[str] = mapped_column(String(64), index=True)
+
+
+# --- definitions and instances -------------------------------------------------------------------
+
+
+class Definition(Base):
+    """An immutable deployed bundle: BPMN, DMN and forms, versioned by content hash."""
+
+    __tablename__ = "definition"
+    __table_args__ = (
+        UniqueConstraint("process_key", "version"),
+        UniqueConstraint("process_key", "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    process_key: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    sources: Mapped[dict] = mapped_column(JSON)  # {filename: text}
+    deployed_by: Mapped[str] = mapped_column(String(64))
+    deployed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Instance(Base):
+    __tablename__ = "instance"
+    __table_args__ = (Index("ix_instance_org_status", "org_id", "status"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    definition_id: Mapped[int] = mapped_column(ForeignKey("definition.id"), index=True)
+    process_key: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|completed|failed|terminated
+    business_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"))
+    stage: Mapped[str | None] = mapped_column(String(64), index=True)
+    title: Mapped[str | None] = mapped_column(String(300))
+    started_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[bytes] = mapped_column(LargeBinary)  # serialized workflow, spec not repeated
+    data: Mapped[dict] = mapped_column(JSON, default=dict)  # summary for lists and read models
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+    __mapper_args__ = {"version_id_col": revision}
+
+
+class HumanTask(Base):
+    """The inbox projection: everything the inbox needs, so it never deserializes a workflow.
+
+    ``candidate_key`` says who may claim an unassigned task, in one indexed column:
+    ``org:<id>:<role>`` for a role held in an organisation, ``group:<name>`` for a plain group.
+    """
+
+    __tablename__ = "human_task"
+    __table_args__ = (
+        UniqueConstraint("instance_id", "task_guid"),
+        Index("ix_human_task_candidate", "candidate_key", "state", "due_at"),
+        Index("ix_human_task_assignee", "assignee_id", "state", "due_at"),
+        Index("ix_human_task_instance_state", "instance_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"))
+    task_guid: Mapped[str] = mapped_column(String(36))
+    task_spec: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(300))
+    form: Mapped[str | None] = mapped_column(String(200))
+    lane: Mapped[str | None] = mapped_column(String(64))
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"))
+    process_key: Mapped[str] = mapped_column(String(128))
+    stage: Mapped[str | None] = mapped_column(String(64))
+    candidate_key: Mapped[str | None] = mapped_column(String(120))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    assignment: Mapped[str | None] = mapped_column(String(16))  # owner|initiator|claim
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime | None] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open|completed|cancelled
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    completed_at: Mapped[datetime | None] = mapped_column()
+
+
+class Job(Base):
+    """Due work: a waiting timer today, reminders and other background work tomorrow."""
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32), default="timer")
+    task_guid: Mapped[str | None] = mapped_column(String(36))
+    due_at: Mapped[datetime] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|done|failed|cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MessageWait(Base):
+    """An instance waiting for a message, so delivery never scans every instance."""
+
+    __tablename__ = "message_wait"
+    __table_args__ = (UniqueConstraint("instance_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"))
+    name: Mapped[str] = mapped_column(String(200), index=True)
+
+
+class Incident(Base):
+    """Something that needs a person: a failed script, a job out of attempts. Never silently dropped."""
+
+    __tablename__ = "incident"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instance.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open|resolved
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained. No foreign keys: events outlive whatever they describe."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("ix_audit_instance", "instance_id", "seq"),
+        Index("ix_audit_actor", "actor", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    instance_id: Mapped[int | None] = mapped_column(BigInteger)
+    task_guid: Mapped[str | None] = mapped_column(String(36))
+    definition_id: Mapped[int | None] = mapped_column(BigInteger)
+    org_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[dict] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """One row: the chain's head. Locking it serializes appends, so the chain never forks."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))

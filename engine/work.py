@@ -1,0 +1,211 @@
+"""One unit of work per state change.
+
+Every command (start, complete, fire a timer, deliver a message) runs inside ``UnitOfWork``:
+load the instance and check its revision → rebuild the workflow against the cached spec → apply
+the command and run engine steps in the sandbox → project inbox rows, jobs and message waits →
+append hash-chained audit events → serialize, bump the revision, commit. Because there is one
+path, no command can forget the audit trail, the inbox or the timers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.exceptions import WorkflowException
+from SpiffWorkflow.task import Task
+
+from engine import audit, directory, projection
+from engine.bundle import Compiled
+from engine.models import HumanTask, Incident, Instance, Job, MessageWait, User
+
+SYSTEM = "system"
+
+
+@dataclass
+class UnitOfWork:
+    """A loaded instance and everything a command needs to change it and say what it changed."""
+
+    session: Session
+    instance: Instance
+    workflow: BpmnWorkflow
+    compiled: Compiled
+    actor: str
+    now: datetime
+    events: list[audit.PendingEvent] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+
+    def record(self, action: str, payload: dict[str, Any], task_guid: str | None = None) -> None:
+        self.events.append(
+            audit.PendingEvent(
+                actor=self.actor,
+                action=action,
+                payload=payload,
+                instance_id=self.instance.id,
+                task_guid=task_guid,
+                definition_id=self.instance.definition_id,
+                org_id=self.instance.org_id,
+            )
+        )
+
+    def run_engine(self, action: Callable[[], None] | None = None) -> bool:
+        """Apply ``action`` and run engine steps; a failing script becomes an incident, not a crash."""
+        try:
+            if action is not None:
+                action()
+            self.workflow.do_engine_steps(did_complete_task=self._stepped)
+        except WorkflowException as err:
+            self._fail(err)
+            return False
+        return True
+
+    def _stepped(self, task: Task) -> None:
+        self.steps.append(task.task_spec.bpmn_id or task.task_spec.name)
+
+    def _fail(self, err: WorkflowException) -> None:
+        cause = getattr(err, "error_type", None) or type(getattr(err, "exception", None) or err).__name__
+        message = f"{err} [{cause}]"
+        task = getattr(err, "task", None)
+        self.instance.status = "failed"
+        incident = Incident(instance_id=self.instance.id, kind="script", message=message[:4000])
+        self.session.add(incident)
+        self.session.flush()
+        self.record(
+            "incident.raised",
+            {"incident": incident.id, "kind": "script", "message": message[:4000],
+             "element": task.task_spec.bpmn_id if task is not None else None},
+            task_guid=str(task.id) if task is not None else None,
+        )
+
+    # --- projection ------------------------------------------------------------------------------
+
+    def finish(self, serializer_dumps: Callable[[BpmnWorkflow], bytes]) -> None:
+        """Project, audit, serialize. The caller's transaction commits right after."""
+        if self.steps:
+            self.record("engine.steps", {"completed": self.steps})
+        self._project_human_tasks()
+        self._project_waits()
+        self._summarise()
+        self.instance.state = serializer_dumps(self.workflow)
+        self.instance.updated_at = self.now
+        self.session.flush()  # the revision check happens here: a stale instance raises now
+        audit.append(self.session, self.events, self.now)
+
+    def _project_human_tasks(self) -> None:
+        rows = {
+            row.task_guid: row
+            for row in self.session.execute(
+                select(HumanTask).where(HumanTask.instance_id == self.instance.id, HumanTask.state == "open")
+            ).scalars()
+        }
+        ready = {str(t.id): t for t in projection.ready_human_tasks(self.workflow)}
+        for guid, row in rows.items():
+            if guid not in ready:
+                row.state = "cancelled"
+                row.completed_at = self.now
+                self.record("task.cancelled", {"task": row.id, "title": row.title}, task_guid=guid)
+        for guid, task in ready.items():
+            if guid not in rows:
+                self._open_task(task)
+
+    def _open_task(self, task: Task) -> None:
+        info = projection.describe(task, self.now)
+        owner = _user_id(self.session, info.owner) if info.owner else None
+        if owner is not None:
+            assignee, assignment, candidate = owner, "owner", None
+        elif info.lane:
+            assignee, assignment = None, None
+            candidate = directory.candidate_key(self.session, info.lane, self.instance.org_id)
+        else:
+            assignee, assignment, candidate = self.instance.started_by_id, "initiator", None
+        row = HumanTask(
+            instance_id=self.instance.id,
+            task_guid=info.guid,
+            task_spec=info.spec,
+            title=info.title,
+            form=info.form,
+            lane=info.lane,
+            org_id=self.instance.org_id,
+            process_key=self.instance.process_key,
+            stage=info.stage,
+            candidate_key=candidate,
+            assignee_id=assignee,
+            assignment=assignment,
+            priority=info.priority,
+            due_at=info.due_at,
+            created_at=self.now,
+        )
+        self.session.add(row)
+        self.session.flush()
+        self.record(
+            "task.created",
+            {"task": row.id, "title": row.title, "lane": row.lane, "candidates": candidate,
+             "assignee": info.owner, "due_at": row.due_at, "stage": row.stage},
+            task_guid=info.guid,
+        )
+
+    def _project_waits(self) -> None:
+        waiting = projection.waiting_event_tasks(self.workflow)
+        self._project_timers(waiting)
+        names = {n for n in (projection.message_name(t) for t in waiting) if n}
+        existing = set(
+            self.session.execute(
+                select(MessageWait.name).where(MessageWait.instance_id == self.instance.id)
+            ).scalars()
+        )
+        if existing - names:
+            self.session.execute(
+                delete(MessageWait).where(
+                    MessageWait.instance_id == self.instance.id, MessageWait.name.in_(existing - names)
+                )
+            )
+        for name in names - existing:
+            self.session.add(MessageWait(instance_id=self.instance.id, name=name))
+
+    def _project_timers(self, waiting: list[Task]) -> None:
+        due = {str(t.id): d for t in waiting if (d := projection.timer_due(t)) is not None}
+        jobs = {
+            j.task_guid: j
+            for j in self.session.execute(
+                select(Job).where(Job.instance_id == self.instance.id, Job.kind == "timer", Job.state == "pending")
+            ).scalars()
+        }
+        for guid, job in jobs.items():
+            if guid not in due:
+                self.session.delete(job)
+            elif job.due_at != due[guid]:
+                job.due_at = due[guid]
+        for guid, at in due.items():
+            if guid not in jobs:
+                self.session.add(Job(instance_id=self.instance.id, kind="timer", task_guid=guid, due_at=at))
+                self.record("timer.scheduled", {"due_at": at}, task_guid=guid)
+
+    def _summarise(self) -> None:
+        inst = self.instance
+        data = projection.instance_data(self.workflow)
+        inst.data = audit.normalize(data)
+        if isinstance(data.get("title"), str):
+            inst.title = data["title"][:300]
+        stage = self._current_stage()
+        if stage:
+            inst.stage = stage
+        if self.workflow.completed and inst.status != "completed":
+            inst.status = "completed"
+            inst.ended_at = self.now
+            self.record("instance.completed", {"data": data})
+
+    def _current_stage(self) -> str | None:
+        for task in projection.ready_human_tasks(self.workflow) + projection.waiting_event_tasks(self.workflow):
+            stage = projection.stage_of(task)
+            if stage:
+                return stage
+        return None
+
+
+def _user_id(session: Session, username: str) -> int | None:
+    return session.execute(select(User.id).where(User.username == username, User.active)).scalar()
