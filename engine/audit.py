@@ -62,7 +62,9 @@ def compute_hash(event: AuditEvent) -> str:
 
 
 def _lock_head(session: Session) -> AuditHead:
-    head = session.execute(select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()).scalar_one_or_none()
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
+    ).scalar_one_or_none()
     if head is None:  # created by the first migration; tolerate a schema made by create_all
         head = AuditHead(id=HEAD_ID, seq=0, hash=GENESIS)
         session.add(head)
@@ -108,16 +110,22 @@ class Verdict:
     def __str__(self) -> str:
         if self.ok:
             return f"audit chain intact: {self.checked} events, head {self.head_hash}"
-        return f"audit chain BROKEN at seq {self.first_bad_seq}: {self.reason} ({self.checked} events checked)"
+        return (
+            f"audit chain BROKEN at seq {self.first_bad_seq}: {self.reason} ({self.checked} events checked)"
+        )
 
 
 def iter_events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
     """Every event in order, by keyset pages, so a million events never sit in memory at once."""
     last = 0
     while True:
-        rows = session.execute(
-            select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
-        ).scalars().all()
+        rows = (
+            session.execute(
+                select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+            )
+            .scalars()
+            .all()
+        )
         if not rows:
             return
         yield from rows
@@ -138,5 +146,7 @@ def verify(session: Session) -> Verdict:
         prev, expected_seq, checked = event.hash, expected_seq + 1, checked + 1
     head = session.get(AuditHead, HEAD_ID)
     if head is not None and (head.seq != checked or head.hash != prev):
-        return Verdict(False, checked, checked + 1, f"chain ends at {checked} but its head says {head.seq}", prev)
+        return Verdict(
+            False, checked, checked + 1, f"chain ends at {checked} but its head says {head.seq}", prev
+        )
     return Verdict(True, checked, head_hash=prev)

@@ -22,9 +22,7 @@ from lxml import etree
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.bpmn.specs.bpmn_process_spec import BpmnProcessSpec
 from SpiffWorkflow.bpmn.specs.mixins.subworkflow_task import SubWorkflowTask as SubWorkflowTaskMixin
-from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask as UserTaskMixin
 from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
-from SpiffWorkflow.specs.ExclusiveChoice import ExclusiveChoice
 
 from engine.errors import BundleInvalid, Problem
 from engine.safexml import UnsafeXML, parse_xml
@@ -86,14 +84,16 @@ def compile_bundle(bundle: Bundle, process_key: str | None = None) -> Compiled:
     trees = _parse_documents(bundle, problems)
     for name, tree in trees.items():
         _add_document(parser, name, tree, problems)
-    specs = _build_specs(parser, problems)
-    for spec in specs.values():
-        _check_spec(spec, forms, problems)
+    _check_documents(trees, forms, problems)
+    seen = {p.element for p in problems if p.element}
+    parse_problems: list[Problem] = []
+    specs = _build_specs(parser, parse_problems)
+    problems.extend(p for p in parse_problems if p.element not in seen)  # said once, with its file
     key = _choose_process(parser, trees, process_key, problems) if specs else None
     if key and key not in specs:
         problems.append(Problem("", key, f"process '{key}' is not in the bundle"))
     if problems:
-        raise BundleInvalid(problems)
+        raise BundleInvalid(list(dict.fromkeys(problems)))
     assert key is not None
     main = specs[key]
     used = {key, *_called(specs, key)}
@@ -130,7 +130,7 @@ def _parse_documents(bundle: Bundle, problems: list[Problem]) -> dict[str, etree
         try:
             trees[name] = parse_xml(text.encode("utf-8"), name)
         except UnsafeXML as err:
-            problems.append(Problem(name, None, str(err)))
+            problems.append(Problem(name, None, str(err).removeprefix(f"{name}, ").removeprefix(f"{name}: ")))
     return trees
 
 
@@ -185,7 +185,7 @@ def _build_specs(parser: SpiffBpmnParser, problems: list[Problem]) -> dict[str, 
             specs[pid] = parser.get_spec(pid)
         except Exception as err:
             problems.append(Problem(getattr(err, "file_name", "") or "", _element_of(err), _message_of(err)))
-    for pid, spec in specs.items():
+    for spec in specs.values():
         for ts in spec.task_specs.values():
             if isinstance(ts, SubWorkflowTaskMixin) and ts.spec not in specs:
                 problems.append(Problem(spec.file or "", ts.bpmn_id, f"calls unknown process '{ts.spec}'"))
@@ -201,40 +201,71 @@ def _called(specs: Mapping[str, BpmnProcessSpec], key: str, seen: set[str] | Non
     return seen
 
 
-def _check_spec(spec: BpmnProcessSpec, forms: Mapping[str, Any], problems: list[Problem]) -> None:
-    """The checks SpiffWorkflow leaves to run time: forms, sandboxed code, gateways."""
-    file = spec.file or ""
-    for ts in spec.task_specs.values():
-        element = getattr(ts, "bpmn_id", None) or ts.name
-        props = (getattr(ts, "extensions", None) or {}).get("properties", {})
-        if isinstance(ts, UserTaskMixin):
-            form = props.get(FORM_PROPERTY)
-            if form and form not in forms:
-                problems.append(Problem(file, element, f"form '{form}' is not in the bundle"))
-        for prop in EXPRESSION_PROPERTIES:
-            if prop in props:
-                _check_code(props[prop], "eval", file, element, problems, f"property '{prop}'")
-        script = getattr(ts, "script", None)
-        if isinstance(script, str):
-            _check_code(script, "exec", file, element, problems, "script")
-        for attr in ("prescript", "postscript"):
-            code = getattr(ts, attr, None)
-            if code:
-                _check_code(code, "exec", file, element, problems, attr)
-        _check_event_expression(ts, file, element, problems)
-        for cond, _target in getattr(ts, "cond_task_specs", []) or []:
-            text = _condition_text(cond)
-            if text is not None:
-                _check_code(text, "eval", file, element, problems, "condition")
-        if isinstance(ts, ExclusiveChoice):
-            _check_exclusive_gateway(ts, file, element, problems)
+SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
+DMN_NAMESPACES = (
+    "https://www.omg.org/spec/DMN/20191111/MODEL/",
+    "http://www.omg.org/spec/DMN/20180521/MODEL/",
+    "http://www.omg.org/spec/DMN/20151101/dmn.xsd",
+)
+NS = {"bpmn": BPMN_NS, "spiffworkflow": SPIFF_NS}
+# (xpath to code, mode, what it is): code that the sandbox must accept before anything is deployed
+CODE_PATHS = (
+    ("bpmn:script", "exec", "script"),
+    ("spiffworkflow:preScript", "exec", "pre-script"),
+    ("spiffworkflow:postScript", "exec", "post-script"),
+    ("bpmn:conditionExpression", "eval", "condition"),
+    ("bpmn:timerEventDefinition/*", "eval", "timer expression"),
+    ("bpmn:multiInstanceLoopCharacteristics/bpmn:loopCardinality", "eval", "cardinality"),
+    ("bpmn:multiInstanceLoopCharacteristics/bpmn:completionCondition", "eval", "completion condition"),
+)
 
 
-def _check_event_expression(ts: Any, file: str, element: str, problems: list[Problem]) -> None:
-    event = getattr(ts, "event_definition", None)
-    expression = getattr(event, "expression", None)
-    if isinstance(expression, str):
-        _check_code(expression, "eval", file, element, problems, "timer expression")
+def _check_documents(
+    trees: Mapping[str, etree._Element], forms: Mapping[str, Any], problems: list[Problem]
+) -> None:
+    """What SpiffWorkflow leaves to run time, checked on the XML so one bad element hides no other."""
+    decisions = {
+        node.get("id")
+        for tree in trees.values()
+        for ns in DMN_NAMESPACES
+        for node in tree.iter(f"{{{ns}}}decision")
+    }
+    for name, tree in trees.items():
+        if tree.tag != f"{{{BPMN_NS}}}definitions":
+            continue
+        for element in tree.iter(etree.Element):
+            _check_element(name, element, forms, decisions, problems)
+
+
+def _check_element(
+    file: str,
+    node: etree._Element,
+    forms: Mapping[str, Any],
+    decisions: set[str | None],
+    problems: list[Problem],
+) -> None:
+    tag = etree.QName(node).localname
+    element = node.get("id") or tag
+    for prop in node.xpath(
+        "./bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property", namespaces=NS
+    ):
+        key, value = prop.get("name"), prop.get("value") or ""
+        if key == FORM_PROPERTY and value not in forms:
+            problems.append(Problem(file, element, f"form '{value}' is not in the bundle"))
+        elif key in EXPRESSION_PROPERTIES:
+            _check_code(value, "eval", file, element, problems, f"property '{key}'")
+    for path, mode, what in CODE_PATHS:
+        for code in node.xpath(f"./{path}", namespaces=NS):
+            if code.text and code.text.strip():
+                _check_code(code.text, mode, file, element, problems, what)
+    if tag == "businessRuleTask":
+        for ref in node.xpath("./bpmn:extensionElements/spiffworkflow:calledDecisionId", namespaces=NS):
+            if ref.text not in decisions:
+                problems.append(
+                    Problem(file, element, f"decision '{ref.text}' is not in the bundle's DMN files")
+                )
+    if tag == "exclusiveGateway" and not node.get("default"):
+        _check_exclusive_gateway(file, node, problems)
 
 
 def _check_code(source: str, mode: str, file: str, element: str, problems: list[Problem], what: str) -> None:
@@ -242,32 +273,23 @@ def _check_code(source: str, mode: str, file: str, element: str, problems: list[
         problems.append(Problem(file, element, f"{what}: {message}"))
 
 
-def _check_exclusive_gateway(ts: ExclusiveChoice, file: str, element: str, problems: list[Problem]) -> None:
+def _check_exclusive_gateway(file: str, gateway: etree._Element, problems: list[Problem]) -> None:
     """A gateway without a default flow must not be able to find every condition false.
 
-    Only what can be seen without data is reported: a flow with no condition, or conditions that are
-    constants, all false.
+    Only what can be seen without data is reported: conditions that are all constants, all false.
+    (A flow with no condition at all SpiffWorkflow's parser reports itself.)
     """
-    if ts.default_task_spec is not None or len(ts.cond_task_specs) < 2:
+    gid = gateway.get("id")
+    flows = gateway.getparent().xpath(f"./bpmn:sequenceFlow[@sourceRef='{gid}']", namespaces=NS)
+    conditions = [f.xpath("string(./bpmn:conditionExpression)", namespaces=NS).strip() for f in flows]
+    if len(conditions) < 2 or not all(conditions):
         return
-    conditions = [_condition_text(cond) for cond, _ in ts.cond_task_specs]
-    if any(cond is None or not str(cond).strip() for cond in conditions):
-        problems.append(Problem(file, element, "gateway has an outgoing flow with no condition and no default"))
-        return
-    constants = [_constant(str(cond)) for cond in conditions]
+    constants = [_constant(c) for c in conditions]
     if all(value is not _UNKNOWN for value in constants) and not any(constants):
-        problems.append(Problem(file, element, "every condition of this gateway is false and it has no default"))
+        problems.append(Problem(file, gid, "every condition of this gateway is false and it has no default"))
 
 
 _UNKNOWN = object()
-
-
-def _condition_text(cond: Any) -> str | None:
-    """SpiffWorkflow wraps a flow's condition expression in an operator object; unwrap it."""
-    if cond is None:
-        return None
-    args = getattr(cond, "args", None)
-    return str(args[0]) if args else str(cond)
 
 
 def _constant(expression: str) -> object:

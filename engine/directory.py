@@ -84,7 +84,9 @@ def org_by_code(session: Session, code: str) -> Organisation:
     return org
 
 
-def add_org(session: Session, code: str, name: str, parent: str | None = None, kind: str = "branch") -> Organisation:
+def add_org(
+    session: Session, code: str, name: str, parent: str | None = None, kind: str = "branch"
+) -> Organisation:
     parent_id = org_by_code(session, parent).id if parent else None
     org = Organisation(code=code, name=name, parent_id=parent_id, kind=kind)
     session.add(org)
@@ -92,7 +94,9 @@ def add_org(session: Session, code: str, name: str, parent: str | None = None, k
     return org
 
 
-def add_user(session: Session, username: str, display_name: str | None = None, email: str | None = None) -> User:
+def add_user(
+    session: Session, username: str, display_name: str | None = None, email: str | None = None
+) -> User:
     user = User(username=username, display_name=display_name or username, email=email)
     session.add(user)
     session.flush()
@@ -102,7 +106,9 @@ def add_user(session: Session, username: str, display_name: str | None = None, e
 def grant(session: Session, username: str, org_code: str, role: str) -> Membership:
     if role not in ROLES:
         raise NotFound(f"no role '{role}'; known roles: {', '.join(ROLES)}")
-    member = Membership(user_id=user_by_name(session, username).id, org_id=org_by_code(session, org_code).id, role=role)
+    member = Membership(
+        user_id=user_by_name(session, username).id, org_id=org_by_code(session, org_code).id, role=role
+    )
     session.add(member)
     session.flush()
     return member

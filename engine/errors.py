@@ -57,7 +57,9 @@ class BundleInvalid(EngineError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"the bundle has {len(problems)} problem(s):\n{lines}", [p.as_dict() for p in problems])
+        super().__init__(
+            f"the bundle has {len(problems)} problem(s):\n{lines}", [p.as_dict() for p in problems]
+        )
 
 
 class ValidationFailed(EngineError):

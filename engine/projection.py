@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
@@ -83,9 +83,9 @@ def as_datetime(value: Any, now: datetime) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
-        return datetime.combine(value, time(23, 59, 59), tzinfo=timezone.utc)
+        return datetime.combine(value, time(23, 59, 59), tzinfo=UTC)
     if isinstance(value, timedelta):
         return now + value
     text = str(value).strip()
@@ -144,7 +144,7 @@ def mark_timer_due(task: Task) -> None:
     if isinstance(event, CycleTimerEventDefinition):
         value = task._get_internal_data("event_value")
         if value:
-            value["next"] = datetime(2000, 1, 1, tzinfo=timezone.utc).isoformat()
+            value["next"] = datetime(2000, 1, 1, tzinfo=UTC).isoformat()
         return
     task._set_internal_data(event_fired=True)
 

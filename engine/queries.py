@@ -66,7 +66,9 @@ def can_see_instance(s: Session, user: User, instance: Instance) -> bool:
     if instance.started_by_id == user.id or directory.sees_org(s, user.id, instance.org_id):
         return True
     hit = s.execute(
-        select(HumanTask.id).where(HumanTask.instance_id == instance.id, HumanTask.assignee_id == user.id).limit(1)
+        select(HumanTask.id)
+        .where(HumanTask.instance_id == instance.id, HumanTask.assignee_id == user.id)
+        .limit(1)
     ).first()
     return hit is not None
 
@@ -79,13 +81,22 @@ def instance_view(s: Session, instance_id: int, viewer: User | None = None) -> I
     if viewer is not None and not can_see_instance(s, viewer, inst):
         raise Forbidden(f"{viewer.username} may not see instance {instance_id}")
     tasks = s.execute(
-        select(HumanTask).where(HumanTask.instance_id == instance_id, HumanTask.state == "open").order_by(HumanTask.id)
+        select(HumanTask)
+        .where(HumanTask.instance_id == instance_id, HumanTask.state == "open")
+        .order_by(HumanTask.id)
     ).scalars()
     incidents = s.execute(
         select(Incident).where(Incident.instance_id == instance_id, Incident.state == "open")
     ).scalars()
     return InstanceView(
-        id=inst.id, process_key=inst.process_key, status=inst.status, stage=inst.stage, title=inst.title,
-        org_id=inst.org_id, revision=inst.revision, data=dict(inst.data or {}),
-        open_tasks=list(tasks), incidents=list(incidents),
+        id=inst.id,
+        process_key=inst.process_key,
+        status=inst.status,
+        stage=inst.stage,
+        title=inst.title,
+        org_id=inst.org_id,
+        revision=inst.revision,
+        data=dict(inst.data or {}),
+        open_tasks=list(tasks),
+        incidents=list(incidents),
     )

@@ -13,18 +13,28 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
+from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
-from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
-from SpiffWorkflow.util.task import TaskState
 
 from engine import audit, directory, forms, projection
 from engine.bundle import Bundle, Compiled, SpecCache, compile_bundle
 from engine.db import Database
 from engine.errors import Conflict, Forbidden, InvalidState, NotFound
-from engine.models import Definition, HumanTask, Incident, Instance, Job, MessageWait, Organisation, User, utcnow
+from engine.models import (
+    Definition,
+    HumanTask,
+    Incident,
+    Instance,
+    Job,
+    MessageWait,
+    Organisation,
+    User,
+    utcnow,
+)
 from engine.sandbox import make_script_engine
 from engine.state import StateSerializer
 from engine.work import SYSTEM, UnitOfWork
@@ -85,11 +95,23 @@ class Engine:
                 )
                 s.add(definition)
                 s.flush()
-                audit.append(s, [audit.PendingEvent(
-                    actor=user.username, action="definition.deployed", definition_id=definition.id,
-                    payload={"process": definition.process_key, "version": definition.version,
-                             "content_hash": digest, "files": sorted(bundle.files)},
-                )], self.clock())
+                audit.append(
+                    s,
+                    [
+                        audit.PendingEvent(
+                            actor=user.username,
+                            action="definition.deployed",
+                            definition_id=definition.id,
+                            payload={
+                                "process": definition.process_key,
+                                "version": definition.version,
+                                "content_hash": digest,
+                                "files": sorted(bundle.files),
+                            },
+                        )
+                    ],
+                    self.clock(),
+                )
         except IntegrityError as err:
             raise Conflict("the same definition is being deployed by someone else; try again") from err
         self.specs.put(definition.content_hash, definition.process_key, compiled)
@@ -97,7 +119,11 @@ class Engine:
 
     def definition(self, s: Session, process_key: str, version: int | None = None) -> Definition:
         query = select(Definition).where(Definition.process_key == process_key)
-        query = query.where(Definition.version == version) if version else query.order_by(Definition.version.desc())
+        query = (
+            query.where(Definition.version == version)
+            if version
+            else query.order_by(Definition.version.desc())
+        )
         found = s.execute(query.limit(1)).scalar_one_or_none()
         if found is None:
             raise NotFound(f"no deployed process '{process_key}'")
@@ -125,22 +151,38 @@ class Engine:
             definition = self.definition(s, process_key, version)
             compiled = self.compiled(definition)
             workflow = BpmnWorkflow(
-                compiled.specs[compiled.process_key], compiled.subprocess_specs(), script_engine=self.script_engine
+                compiled.specs[compiled.process_key],
+                compiled.subprocess_specs(),
+                script_engine=self.script_engine,
             )
             start_data = audit.normalize(dict(data or {}))
             for task in workflow.get_tasks(state=TaskState.READY):
                 task.data.update(start_data)
             instance = Instance(
-                definition_id=definition.id, process_key=definition.process_key, business_key=business_key,
-                org_id=organisation.id, started_by_id=user.id, state=b"", data=start_data,
-                started_at=now, updated_at=now, title=_title(start_data, definition),
+                definition_id=definition.id,
+                process_key=definition.process_key,
+                business_key=business_key,
+                org_id=organisation.id,
+                started_by_id=user.id,
+                state=b"",
+                data=start_data,
+                started_at=now,
+                updated_at=now,
+                title=_title(start_data, definition),
             )
             s.add(instance)
             s.flush()
             work = UnitOfWork(s, instance, workflow, compiled, user.username, now)
-            work.record("instance.started", {"process": definition.process_key, "version": definition.version,
-                                             "org": organisation.code, "business_key": business_key,
-                                             "data": start_data})
+            work.record(
+                "instance.started",
+                {
+                    "process": definition.process_key,
+                    "version": definition.version,
+                    "org": organisation.code,
+                    "business_key": business_key,
+                    "data": start_data,
+                },
+            )
             work.run_engine()
             work.finish(self.serializer.dumps)
         return instance
@@ -170,8 +212,13 @@ class Engine:
             after = projection.instance_data(work.workflow)
             work.record(
                 "task.completed",
-                {"task": row.id, "title": row.title, "form": row.form, "data": clean,
-                 "diff": projection.diff(before, after)},
+                {
+                    "task": row.id,
+                    "title": row.title,
+                    "form": row.form,
+                    "data": clean,
+                    "diff": projection.diff(before, after),
+                },
                 task_guid=row.task_guid,
             )
         return work.instance
@@ -202,15 +249,26 @@ class Engine:
                 guard = (HumanTask.assignee_id == user.id,)
                 values = {"assignee_id": None, "assignment": None}
             done = s.execute(
-                update(HumanTask).where(HumanTask.id == task_id, HumanTask.state == "open", *guard).values(**values)
+                update(HumanTask)
+                .where(HumanTask.id == task_id, HumanTask.state == "open", *guard)
+                .values(**values)
             ).rowcount
             if done != 1:
                 raise Conflict(f"task {task_id} was claimed by someone else meanwhile")
-            audit.append(s, [audit.PendingEvent(
-                actor=user.username, action="task.claimed" if claim else "task.unclaimed",
-                payload={"task": row.id, "title": row.title}, instance_id=row.instance_id,
-                task_guid=row.task_guid, org_id=row.org_id,
-            )], now)
+            audit.append(
+                s,
+                [
+                    audit.PendingEvent(
+                        actor=user.username,
+                        action="task.claimed" if claim else "task.unclaimed",
+                        payload={"task": row.id, "title": row.title},
+                        instance_id=row.instance_id,
+                        task_guid=row.task_guid,
+                        org_id=row.org_id,
+                    )
+                ],
+                now,
+            )
             s.refresh(row)
         return row
 
@@ -228,8 +286,11 @@ class Engine:
         delivered = []
         for instance_id in targets:
             with self._unit(instance_id, actor) as work:
-                waiting = [t for t in projection.waiting_event_tasks(work.workflow)
-                           if projection.message_name(t) == name]
+                waiting = [
+                    t
+                    for t in projection.waiting_event_tasks(work.workflow)
+                    if projection.message_name(t) == name
+                ]
                 if not waiting:
                     continue
                 event = BpmnEvent(waiting[0].task_spec.event_definition, payload)
@@ -254,8 +315,11 @@ class Engine:
         with self.db.write() as s:
             query = (
                 select(Job)
-                .where(Job.state == "pending", Job.due_at <= now,
-                       (Job.lease_until.is_(None)) | (Job.lease_until < now))
+                .where(
+                    Job.state == "pending",
+                    Job.due_at <= now,
+                    (Job.lease_until.is_(None)) | (Job.lease_until < now),
+                )
                 .order_by(Job.due_at, Job.id)
                 .limit(limit)
             )
@@ -295,14 +359,18 @@ class Engine:
                 projection.mark_timer_due(task)
                 work.workflow.refresh_timers()
 
-            work.record("timer.fired", {"job": job_id, "due_at": job.due_at, "element": task.task_spec.bpmn_id},
-                        guid)
+            work.record(
+                "timer.fired", {"job": job_id, "due_at": job.due_at, "element": task.task_spec.bpmn_id}, guid
+            )
             work.run_engine(fire)
 
     def _release(self, job_id: int) -> None:
         with self.db.write() as s:
-            s.execute(update(Job).where(Job.id == job_id, Job.state == "pending")
-                      .values(lease_owner=None, lease_until=None))
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == "pending")
+                .values(lease_owner=None, lease_until=None)
+            )
 
     def _job_failed(self, job_id: int, now: datetime, err: Exception) -> None:
         with self.db.write() as s:
@@ -312,17 +380,29 @@ class Engine:
             job.attempts += 1
             job.last_error = f"{type(err).__name__}: {err}"[:4000]
             job.lease_owner = None
-            job.lease_until = now + timedelta(seconds=min(3600, 2 ** job.attempts))
+            job.lease_until = now + timedelta(seconds=min(3600, 2**job.attempts))
             events = []
             if job.attempts >= MAX_JOB_ATTEMPTS:
                 job.state = "failed"
-                incident = Incident(instance_id=job.instance_id, job_id=job.id, kind="job", message=job.last_error)
+                incident = Incident(
+                    instance_id=job.instance_id, job_id=job.id, kind="job", message=job.last_error
+                )
                 s.add(incident)
                 s.flush()
-                events.append(audit.PendingEvent(
-                    actor=SYSTEM, action="incident.raised", instance_id=job.instance_id, task_guid=job.task_guid,
-                    payload={"incident": incident.id, "kind": "job", "job": job.id, "message": job.last_error},
-                ))
+                events.append(
+                    audit.PendingEvent(
+                        actor=SYSTEM,
+                        action="incident.raised",
+                        instance_id=job.instance_id,
+                        task_guid=job.task_guid,
+                        payload={
+                            "incident": incident.id,
+                            "kind": "job",
+                            "job": job.id,
+                            "message": job.last_error,
+                        },
+                    )
+                )
             audit.append(s, events, now)
 
     # --- the unit of work --------------------------------------------------------------------------
@@ -347,14 +427,18 @@ class Engine:
                 definition = s.get(Definition, instance.definition_id)
                 compiled = self.compiled(definition)
                 workflow = self.serializer.loads(
-                    instance.state, compiled.specs[compiled.process_key], compiled.subprocess_specs(),
+                    instance.state,
+                    compiled.specs[compiled.process_key],
+                    compiled.subprocess_specs(),
                     self.script_engine,
                 )
                 work = UnitOfWork(s, instance, workflow, compiled, actor, now)
                 yield work
                 work.finish(self.serializer.dumps)
         except StaleDataError as err:
-            raise Conflict(f"instance {instance_id} was changed by someone else at the same time; reload") from err
+            raise Conflict(
+                f"instance {instance_id} was changed by someone else at the same time; reload"
+            ) from err
 
     @contextmanager
     def _unit_for_task(

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 from SpiffWorkflow.bpmn import BpmnWorkflow
 from SpiffWorkflow.exceptions import WorkflowException
 from SpiffWorkflow.task import Task
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
-from engine import audit, directory, projection
+from engine import audit, directory, history, projection
 from engine.bundle import Compiled
 from engine.models import HumanTask, Incident, Instance, Job, MessageWait, User
 
@@ -77,8 +77,12 @@ class UnitOfWork:
         self.session.flush()
         self.record(
             "incident.raised",
-            {"incident": incident.id, "kind": "script", "message": message[:4000],
-             "element": task.task_spec.bpmn_id if task is not None else None},
+            {
+                "incident": incident.id,
+                "kind": "script",
+                "message": message[:4000],
+                "element": task.task_spec.bpmn_id if task is not None else None,
+            },
             task_guid=str(task.id) if task is not None else None,
         )
 
@@ -91,6 +95,7 @@ class UnitOfWork:
         self._project_human_tasks()
         self._project_waits()
         self._summarise()
+        history.compact(self.workflow)
         self.instance.state = serializer_dumps(self.workflow)
         self.instance.updated_at = self.now
         self.session.flush()  # the revision check happens here: a stale instance raises now
@@ -144,8 +149,15 @@ class UnitOfWork:
         self.session.flush()
         self.record(
             "task.created",
-            {"task": row.id, "title": row.title, "lane": row.lane, "candidates": candidate,
-             "assignee": info.owner, "due_at": row.due_at, "stage": row.stage},
+            {
+                "task": row.id,
+                "title": row.title,
+                "lane": row.lane,
+                "candidates": candidate,
+                "assignee": info.owner,
+                "due_at": row.due_at,
+                "stage": row.stage,
+            },
             task_guid=info.guid,
         )
 
@@ -172,7 +184,9 @@ class UnitOfWork:
         jobs = {
             j.task_guid: j
             for j in self.session.execute(
-                select(Job).where(Job.instance_id == self.instance.id, Job.kind == "timer", Job.state == "pending")
+                select(Job).where(
+                    Job.instance_id == self.instance.id, Job.kind == "timer", Job.state == "pending"
+                )
             ).scalars()
         }
         for guid, job in jobs.items():
@@ -200,7 +214,9 @@ class UnitOfWork:
             self.record("instance.completed", {"data": data})
 
     def _current_stage(self) -> str | None:
-        for task in projection.ready_human_tasks(self.workflow) + projection.waiting_event_tasks(self.workflow):
+        for task in projection.ready_human_tasks(self.workflow) + projection.waiting_event_tasks(
+            self.workflow
+        ):
             stage = projection.stage_of(task)
             if stage:
                 return stage

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from engine import Engine
 from engine.audit import verify
@@ -42,4 +42,4 @@ def assert_chain_intact(engine: Engine) -> None:
 
 
 def later(days: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(days=days)
+    return datetime.now(UTC) + timedelta(days=days)
