@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from engine import audit, directory, history, projection
 from engine.bundle import Compiled
 from engine.models import HumanTask, Incident, Instance, Job, MessageWait, User
+from engine.sandbox import ScriptTimeout, find_script_refusal
 
 SYSTEM = "system"
 
@@ -68,19 +69,26 @@ class UnitOfWork:
         self.steps.append(task.task_spec.bpmn_id or task.task_spec.name)
 
     def _fail(self, err: WorkflowException) -> None:
-        cause = getattr(err, "error_type", None) or type(getattr(err, "exception", None) or err).__name__
-        message = f"{err} [{cause}]"
+        refusal = find_script_refusal(err)
+        kind = (
+            "script_timeout"
+            if isinstance(refusal, ScriptTimeout)
+            else "script_refused"
+            if refusal
+            else "script"
+        )
+        message = f"{err} [{type(refusal or getattr(err, 'exception', None) or err).__name__}]"[:4000]
         task = getattr(err, "task", None)
         self.instance.status = "failed"
-        incident = Incident(instance_id=self.instance.id, kind="script", message=message[:4000])
+        incident = Incident(instance_id=self.instance.id, kind=kind, message=message)
         self.session.add(incident)
         self.session.flush()
         self.record(
             "incident.raised",
             {
                 "incident": incident.id,
-                "kind": "script",
-                "message": message[:4000],
+                "kind": kind,
+                "message": message,
                 "element": task.task_spec.bpmn_id if task is not None else None,
             },
             task_guid=str(task.id) if task is not None else None,
