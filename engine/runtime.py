@@ -414,7 +414,10 @@ class Engine:
         now = now or self.clock()
         try:
             with self.db.write() as s:
-                instance = s.get(Instance, instance_id)
+                # Writers of one instance queue on its row (PostgreSQL; SQLite's BEGIN IMMEDIATE does the
+                # same), so two people completing different tasks of it both succeed; the revision
+                # check below still refuses a page that was loaded before the last change.
+                instance = s.get(Instance, instance_id, with_for_update=True)
                 if instance is None:
                     raise NotFound(f"no instance {instance_id}")
                 if expected_revision is not None and instance.revision != expected_revision:

@@ -76,3 +76,20 @@ def test_many_writers_keep_one_chain_without_gaps_or_forks(pg_engine: Engine) ->
     results = race([lambda u=u: engine.start("approval", u, "B1" if u == "sec1" else "B2") for u in starters])
     assert not [r for r in results if isinstance(r, Exception)]
     assert_chain_intact(engine)
+
+
+def test_different_tasks_of_one_instance_completed_at_once_both_succeed(pg_engine: Engine) -> None:
+    engine = pg_engine
+    engine.deploy(files("scoring.bpmn", "notify.bpmn", "grade.dmn", "score.json"), "designer")
+    inst = engine.start("scoring", "office", "HQ", {"judges": ["judge1", "judge2", "judge3"]})
+    sheets = [only_task(engine, judge, "score") for judge in ("judge1", "judge2", "judge3")]
+    results = race(
+        [
+            lambda t=t, j=j: engine.complete(t.id, j, {"points": 80})
+            for t, j in zip(sheets, ("judge1", "judge2", "judge3"), strict=True)
+        ]
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    with engine.db.read() as s:
+        assert s.get(type(inst), inst.id).revision == inst.revision + 3
+    assert_chain_intact(engine)
