@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import audit, directory, forms, projection
+from engine import audit, directory, forms, projection, queries
 from engine.bundle import Bundle, Compiled, SpecCache, compile_bundle
 from engine.db import Database
 from engine.errors import Conflict, Forbidden, InvalidState, NotFound
@@ -298,6 +298,19 @@ class Engine:
                 work.record("message.delivered", {"name": name, "payload": payload})
             delivered.append(instance_id)
         return delivered
+
+    # --- read models ------------------------------------------------------------------------------
+
+    def inbox(self, username: str, filters: queries.InboxFilter | None = None) -> list[HumanTask]:
+        """Open tasks the user may act on (assigned, or unclaimed in a role or group they hold)."""
+        with self.db.read() as s:
+            return queries.inbox(s, directory.user_by_name(s, username).id, filters)
+
+    def instance(self, instance_id: int, viewer: str | None = None) -> queries.InstanceView:
+        """Status, stage, data, open tasks and incidents; ``viewer`` must be allowed to see it."""
+        with self.db.read() as s:
+            user = directory.user_by_name(s, viewer) if viewer else None
+            return queries.instance_view(s, instance_id, user)
 
     # --- jobs --------------------------------------------------------------------------------------
 

@@ -164,3 +164,17 @@ def test_claim_and_unclaim(engine: Engine) -> None:
         "task.claimed",
         "task.unclaimed",
     ]
+
+
+def test_read_models_respect_who_may_see_an_instance(engine: Engine) -> None:
+    from engine import Forbidden as Denied
+
+    engine.deploy(files(*APPROVAL), "designer")
+    inst = engine.start("approval", "sec1", "B1", {"title": "可见性"})
+    assert [t.task_spec for t in engine.inbox("sec1")] == ["apply"]
+    assert engine.instance(inst.id, viewer="secretary").title == "可见性"  # committee oversees B1
+    assert engine.instance(inst.id, viewer="member1").status == "running"  # a member of B1
+    with pytest.raises(Denied):
+        engine.instance(inst.id, viewer="sec2")  # another branch
+    with pytest.raises(Denied):
+        engine.instance(inst.id, viewer="outsider")
