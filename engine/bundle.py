@@ -258,6 +258,8 @@ def _check_element(
         for code in node.xpath(f"./{path}", namespaces=NS):
             if code.text and code.text.strip():
                 _check_code(code.text, mode, file, element, problems, what)
+    if tag in ("userTask", "manualTask", "task"):
+        _check_output_item(file, node, forms, problems)
     if tag == "businessRuleTask":
         for ref in node.xpath("./bpmn:extensionElements/spiffworkflow:calledDecisionId", namespaces=NS):
             if ref.text not in decisions:
@@ -266,6 +268,28 @@ def _check_element(
                 )
     if tag == "exclusiveGateway" and not node.get("default"):
         _check_exclusive_gateway(file, node, problems)
+
+
+def _check_output_item(
+    file: str, node: etree._Element, forms: Mapping[str, Any], problems: list[Problem]
+) -> None:
+    """A person's multi-instance task must be able to produce its output item, or it can never finish."""
+    item = node.xpath("./bpmn:multiInstanceLoopCharacteristics/bpmn:outputDataItem", namespaces=NS)
+    if not item or node.xpath("./bpmn:extensionElements/spiffworkflow:postScript", namespaces=NS):
+        return
+    name = item[0].get("name") or item[0].get("id")
+    form_name = node.xpath(
+        f"string(./bpmn:extensionElements/spiffworkflow:properties/spiffworkflow:property"
+        f"[@name='{FORM_PROPERTY}']/@value)",
+        namespaces=NS,
+    )
+    fields = (forms.get(form_name) or {}).get("properties", {})
+    if name not in fields:
+        problems.append(
+            Problem(
+                file, node.get("id"), f"multi-instance output item '{name}' is not a field of the task's form"
+            )
+        )
 
 
 def _check_code(source: str, mode: str, file: str, element: str, problems: list[Problem], what: str) -> None:

@@ -121,6 +121,20 @@ def join_group(session: Session, username: str, group: str) -> GroupMember:
     return row
 
 
+def holds_role_above(session: Session, user_id: int, org_id: int, roles: tuple[str, ...]) -> bool:
+    """Whether the user holds one of the roles in the organisation or one above it."""
+    hit = session.execute(
+        select(Membership.id)
+        .where(
+            Membership.user_id == user_id,
+            Membership.role.in_(roles),
+            Membership.org_id.in_(ancestors(session, org_id)),
+        )
+        .limit(1)
+    ).first()
+    return hit is not None
+
+
 def sees_org(session: Session, user_id: int, org_id: int) -> bool:
     """A user sees an organisation's instances if they hold any role in it or in an organisation above it."""
     chain = ancestors(session, org_id)

@@ -53,8 +53,21 @@ def field_errors(schema: dict[str, Any], data: Any) -> dict[str, list[str]]:
     return errors
 
 
+def with_defaults(schema: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the data with each absent field that declares a ``default`` filled in (nested too)."""
+    out = copy.deepcopy(data)
+    for name, prop in (schema.get("properties") or {}).items():
+        if not isinstance(prop, dict):
+            continue
+        if name not in out and "default" in prop:
+            out[name] = copy.deepcopy(prop["default"])
+        elif isinstance(out.get(name), dict) and prop.get("type") == "object":
+            out[name] = with_defaults(prop, out[name])
+    return out
+
+
 def validate(schema: dict[str, Any] | None, data: Any) -> dict[str, Any]:
-    """Return a deep copy of valid data; raise ValidationFailed with every field's errors otherwise."""
+    """Return valid data (a copy, defaults filled in); raise ValidationFailed with every field's errors."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -63,7 +76,8 @@ def validate(schema: dict[str, Any] | None, data: Any) -> dict[str, Any]:
         if data:
             raise ValidationFailed({k: ["unknown field"] for k in data})
         return {}
+    data = with_defaults(schema, data)
     errors = field_errors(schema, data)
     if errors:
         raise ValidationFailed(errors)
-    return copy.deepcopy(data)
+    return data

@@ -53,7 +53,7 @@ def describe(task: Task, now: datetime) -> HumanTaskInfo:
     return HumanTaskInfo(
         guid=str(task.id),
         spec=spec.bpmn_id or spec.name,
-        title=spec.bpmn_name or spec.bpmn_id or spec.name,
+        title=_title(task),
         form=props.get(FORM_PROPERTY),
         lane=getattr(spec, "lane", None),
         owner=_owner(task, props),
@@ -61,6 +61,17 @@ def describe(task: Task, now: datetime) -> HumanTaskInfo:
         priority=int(_evaluate(task, props.get("priority")) or 0),
         stage=stage_of(task),
     )
+
+
+def _title(task: Task) -> str:
+    """The task's name; a multi-instance item also says which item it is (评委打分 · judge2)."""
+    spec = task.task_spec
+    title = spec.bpmn_name or spec.bpmn_id or spec.name
+    item = getattr(getattr(task.parent, "task_spec", None), "input_item", None)
+    value = task.data.get(item.bpmn_id) if item is not None else None
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return f"{title} · {value}"
+    return title
 
 
 def _evaluate(task: Task, expression: str | None) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
+from SpiffWorkflow.exceptions import WorkflowException
 from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +24,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from engine import audit, directory, forms, projection, queries
 from engine.bundle import Bundle, Compiled, SpecCache, compile_bundle
 from engine.db import Database
-from engine.errors import Conflict, Forbidden, InvalidState, NotFound
+from engine.errors import Conflict, Forbidden, InvalidState, NotFound, ScriptFailed
 from engine.models import (
     Definition,
     HumanTask,
@@ -200,12 +201,12 @@ class Engine:
             clean = forms.validate(schema, dict(data or {}))
             task = _live_task(work.workflow, row)
             before = projection.instance_data(work.workflow)
-
-            def submit() -> None:
-                task.data.update(clean)
+            task.data.update(clean)
+            try:
                 task.run()
-
-            work.run_engine(submit)
+            except WorkflowException as err:  # the step itself failed: refuse the submission, keep nothing
+                raise ScriptFailed(f"the process could not accept this submission: {err}") from err
+            work.run_engine()
             row.state, row.completed_by_id, row.completed_at = "completed", user.id, work.now
             if row.assignee_id is None:
                 row.assignee_id, row.assignment = user.id, "claim"
@@ -277,11 +278,13 @@ class Engine:
     ) -> list[int]:
         """Deliver a message to every instance waiting for it (or only those with the business key)."""
         with self.db.read() as s:
-            query = select(MessageWait.instance_id).where(MessageWait.name == name)
+            query = (
+                select(MessageWait.instance_id)
+                .join(Instance, Instance.id == MessageWait.instance_id)
+                .where(MessageWait.name == name, Instance.status == "running")
+            )
             if business_key is not None:
-                query = query.join(Instance, Instance.id == MessageWait.instance_id).where(
-                    Instance.business_key == business_key
-                )
+                query = query.where(Instance.business_key == business_key)
             targets = list(s.execute(query.order_by(MessageWait.instance_id)).scalars())
         delivered = []
         for instance_id in targets:
@@ -418,11 +421,50 @@ class Engine:
                 )
             audit.append(s, events, now)
 
+    # --- incidents ----------------------------------------------------------------------------------
+
+    def retry_incident(self, incident_id: int, actor: str, data: Mapping[str, Any] | None = None) -> Instance:
+        """Run the failed step again (with corrected data if given); a job incident re-queues its job.
+
+        Only the party office or an administrator above the instance's organisation may do this.
+        """
+        with self.db.read() as s:
+            incident = s.get(Incident, incident_id)
+            if incident is None or incident.instance_id is None:
+                raise NotFound(f"no incident {incident_id}")
+            instance_id = incident.instance_id
+        with self._unit(instance_id, actor, allow_failed=True) as work:
+            s = work.session
+            user = directory.user_by_name(s, actor)
+            if not directory.holds_role_above(s, user.id, work.instance.org_id, INCIDENT_ROLES):
+                raise Forbidden(f"{actor} may not retry incidents of this organisation")
+            incident = s.get(Incident, incident_id, with_for_update=True)
+            if incident.state != "open":
+                raise InvalidState(f"incident {incident_id} is already {incident.state}")
+            incident.state, incident.resolved_at = "resolved", work.now
+            work.record(
+                "incident.retried", {"incident": incident_id, "kind": incident.kind, "data": dict(data or {})}
+            )
+            s.execute(
+                update(Job)
+                .where(Job.instance_id == instance_id, Job.state.in_(("held", "failed")))
+                .values(state="pending", attempts=0, lease_owner=None, lease_until=None)
+            )
+            if work.instance.status == "failed":
+                work.instance.status = "running"
+                work.run_engine(lambda: _reset_failed_steps(work.workflow, audit.normalize(dict(data or {}))))
+        return work.instance
+
     # --- the unit of work --------------------------------------------------------------------------
 
     @contextmanager
     def _unit(
-        self, instance_id: int, actor: str, now: datetime | None = None, expected_revision: int | None = None
+        self,
+        instance_id: int,
+        actor: str,
+        now: datetime | None = None,
+        expected_revision: int | None = None,
+        allow_failed: bool = False,
     ) -> Iterator[UnitOfWork]:
         now = now or self.clock()
         try:
@@ -440,6 +482,11 @@ class Engine:
                     )
                 if instance.status in ("completed", "terminated"):
                     raise InvalidState(f"instance {instance_id} is {instance.status}")
+                if instance.status == "failed" and not allow_failed:
+                    raise InvalidState(
+                        f"instance {instance_id} is stopped by an open incident; "
+                        "the party office must retry it first"
+                    )
                 definition = s.get(Definition, instance.definition_id)
                 compiled = self.compiled(definition)
                 workflow = self.serializer.loads(
@@ -473,6 +520,16 @@ class Engine:
             if not may_act(s, row, user):
                 raise Forbidden(f"{actor} may not act on task {task_id}")
             yield work, row, user
+
+
+INCIDENT_ROLES = ("party_office", "admin")
+
+
+def _reset_failed_steps(workflow: BpmnWorkflow, patch: dict[str, Any]) -> None:
+    """Make failed steps runnable again; corrected data goes in after the reset, which re-inherits."""
+    for task in workflow.get_tasks(state=TaskState.ERROR):
+        workflow.reset_from_task_id(task.id)
+        task.data.update(patch)
 
 
 def may_act(s: Session, row: HumanTask, user: User) -> bool:

@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
+from SpiffWorkflow.bpmn.exceptions import WorkflowDataException
 from SpiffWorkflow.exceptions import WorkflowException
 from SpiffWorkflow.task import Task
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from engine import audit, directory, history, projection
@@ -69,19 +70,19 @@ class UnitOfWork:
         self.steps.append(task.task_spec.bpmn_id or task.task_spec.name)
 
     def _fail(self, err: WorkflowException) -> None:
+        """Stop the instance with an incident: its timers are held until someone retries it."""
         refusal = find_script_refusal(err)
-        kind = (
-            "script_timeout"
-            if isinstance(refusal, ScriptTimeout)
-            else "script_refused"
-            if refusal
-            else "script"
-        )
+        kind = incident_kind(err, refusal)
         message = f"{err} [{type(refusal or getattr(err, 'exception', None) or err).__name__}]"[:4000]
         task = getattr(err, "task", None)
         self.instance.status = "failed"
         incident = Incident(instance_id=self.instance.id, kind=kind, message=message)
         self.session.add(incident)
+        self.session.execute(
+            update(Job)
+            .where(Job.instance_id == self.instance.id, Job.state == "pending")
+            .values(state="held")
+        )
         self.session.flush()
         self.record(
             "incident.raised",
@@ -188,12 +189,15 @@ class UnitOfWork:
             self.session.add(MessageWait(instance_id=self.instance.id, name=name))
 
     def _project_timers(self, waiting: list[Task]) -> None:
+        """One job per waiting timer; a stopped (failed) instance's jobs are held, not due."""
         due = {str(t.id): d for t in waiting if (d := projection.timer_due(t)) is not None}
         jobs = {
             j.task_guid: j
             for j in self.session.execute(
                 select(Job).where(
-                    Job.instance_id == self.instance.id, Job.kind == "timer", Job.state == "pending"
+                    Job.instance_id == self.instance.id,
+                    Job.kind == "timer",
+                    Job.state.in_(("pending", "held")),
                 )
             ).scalars()
         }
@@ -202,9 +206,12 @@ class UnitOfWork:
                 self.session.delete(job)
             elif job.due_at != due[guid]:
                 job.due_at = due[guid]
+        state = "held" if self.instance.status == "failed" else "pending"
         for guid, at in due.items():
             if guid not in jobs:
-                self.session.add(Job(instance_id=self.instance.id, kind="timer", task_guid=guid, due_at=at))
+                self.session.add(
+                    Job(instance_id=self.instance.id, kind="timer", task_guid=guid, due_at=at, state=state)
+                )
                 self.record("timer.scheduled", {"due_at": at}, task_guid=guid)
 
     def _summarise(self) -> None:
@@ -216,7 +223,7 @@ class UnitOfWork:
         stage = self._current_stage()
         if stage:
             inst.stage = stage
-        if self.workflow.completed and inst.status != "completed":
+        if self.workflow.completed and inst.status == "running":
             inst.status = "completed"
             inst.ended_at = self.now
             self.record("instance.completed", {"data": data})
@@ -229,6 +236,12 @@ class UnitOfWork:
             if stage:
                 return stage
         return None
+
+
+def incident_kind(err: WorkflowException, refusal: Exception | None) -> str:
+    if refusal is not None:
+        return "script_timeout" if isinstance(refusal, ScriptTimeout) else "script_refused"
+    return "data" if isinstance(err, WorkflowDataException) else "script"
 
 
 def _user_id(session: Session, username: str) -> int | None:

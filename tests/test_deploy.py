@@ -56,6 +56,7 @@ def test_every_problem_is_listed_with_file_and_element_and_nothing_is_stored(eng
     assert any(p.file == "xxe.bpmn" for p in caught.value.problems)
     assert any(p.file == "badform.json" for p in caught.value.problems)
     assert "no_such_decision" in text
+    assert "output item 'signature'" in found[("mi_no_output.bpmn", "sign_all")]
     assert count(engine, Definition) == 0
     assert count(engine, AuditEvent) == events_before
 

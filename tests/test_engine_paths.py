@@ -78,6 +78,7 @@ def test_multi_instance_parallel_dmn_call_activity_and_message(engine: Engine) -
     # each judge sees only their own sheet; the parallel branch is the office's
     sheets = {name: only_task(engine, name, "score") for name in ("judge1", "judge2", "judge3")}
     assert len({t.id for t in sheets.values()}) == 3
+    assert sheets["judge2"].title == "评委打分 · judge2"
     with pytest.raises(Forbidden):
         engine.complete(sheets["judge1"].id, "judge2", {"points": 99})
     for name, points in zip(sheets, (90, 80, 85), strict=True):
