@@ -11,8 +11,8 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -21,6 +21,8 @@ from jsonschema.exceptions import SchemaError
 from lxml import etree
 from SpiffWorkflow.bpmn.parser.ValidationException import ValidationException
 from SpiffWorkflow.bpmn.specs.bpmn_process_spec import BpmnProcessSpec
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
 from SpiffWorkflow.bpmn.specs.mixins.subworkflow_task import SubWorkflowTask as SubWorkflowTaskMixin
 from SpiffWorkflow.spiff.parser.process import VALIDATOR, SpiffBpmnParser
 
@@ -70,7 +72,7 @@ class Compiled:
     name: str
     specs: dict[str, BpmnProcessSpec]
     forms: dict[str, dict[str, Any]]
-    lanes: dict[str, str | None] = field(default_factory=dict)
+    waits_for_events: bool = True  # any timer or message event: False lets a command skip those tables
 
     def subprocess_specs(self) -> dict[str, BpmnProcessSpec]:
         return {k: v for k, v in self.specs.items() if k != self.process_key}
@@ -97,12 +99,20 @@ def compile_bundle(bundle: Bundle, process_key: str | None = None) -> Compiled:
     assert key is not None
     main = specs[key]
     used = {key, *_called(specs, key)}
+    used_specs = {k: v for k, v in specs.items() if k in used}
     return Compiled(
         process_key=key,
         name=main.description or key,
-        specs={k: v for k, v in specs.items() if k in used},
+        specs=used_specs,
         forms=forms,
+        waits_for_events=any(_waits(ts) for spec in used_specs.values() for ts in spec.task_specs.values()),
     )
+
+
+def _waits(task_spec: Any) -> bool:
+    event = getattr(task_spec, "event_definition", None)
+    inner = getattr(event, "event_definitions", None) or [event]
+    return any(isinstance(e, (TimerEventDefinition, MessageEventDefinition)) for e in inner)
 
 
 def _load_forms(bundle: Bundle, problems: list[Problem]) -> dict[str, dict[str, Any]]:
@@ -347,14 +357,15 @@ class SpecCache:
         self._items: OrderedDict[str, Compiled] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, content_hash: str, sources: Mapping[str, str], process_key: str) -> Compiled:
+    def get(self, content_hash: str, sources: Callable[[], Mapping[str, str]], process_key: str) -> Compiled:
+        """The compiled bundle; ``sources`` is only called on a miss (it may be a database read)."""
         key = f"{content_hash}:{process_key}"
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
-        compiled = compile_bundle(Bundle.from_files(sources), process_key)
+        compiled = compile_bundle(Bundle.from_files(sources()), process_key)
         with self._lock:
             self._items[key] = compiled
             while len(self._items) > self._size:

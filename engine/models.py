@@ -124,7 +124,7 @@ class Definition(Base):
     name: Mapped[str] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(64))
-    sources: Mapped[dict] = mapped_column(JSON)  # {filename: text}
+    sources: Mapped[dict] = mapped_column(JSON, deferred=True)  # {filename: text}; read on a cache miss only
     deployed_by: Mapped[str] = mapped_column(String(64))
     deployed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -162,8 +162,11 @@ class HumanTask(Base):
     __tablename__ = "human_task"
     __table_args__ = (
         UniqueConstraint("instance_id", "task_guid"),
-        Index("ix_human_task_candidate", "candidate_key", "state", "due_at"),
-        Index("ix_human_task_assignee", "assignee_id", "state", "due_at"),
+        # Both end in the (implicit) primary key, so "ORDER BY id" pages come straight off the index.
+        # The candidate index names assignee_id too, so it out-ranks the assignee index for
+        # "unclaimed in my roles" (a NULL assignee would otherwise match the assignee index).
+        Index("ix_human_task_candidate", "candidate_key", "state", "assignee_id"),
+        Index("ix_human_task_assignee", "assignee_id", "state"),
         Index("ix_human_task_instance_state", "instance_id", "state"),
     )
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from engine import directory
@@ -26,15 +26,25 @@ class InboxFilter:
 
 
 def inbox(s: Session, user_id: int, f: InboxFilter | None = None) -> list[HumanTask]:
-    """Open tasks a user may act on: assigned to them, or unclaimed in a role or group they hold."""
+    """Open tasks a user may act on: assigned to them, or unclaimed in a role or group they hold.
+
+    Two index range scans (mine; unclaimed for my candidate keys), merged by id. One query with
+    an OR lets SQLite's planner answer "assignee_id IS NULL" from the assignee index and walk
+    every unclaimed task in the table (131 ms p95 at 100k open tasks, bench/engine.py).
+    """
     f = f or InboxFilter()
-    mine = HumanTask.assignee_id == user_id
-    keys = directory.user_keys(s, user_id)
-    if f.mine_only or not keys:
-        who = mine
-    else:
-        who = or_(mine, (HumanTask.assignee_id.is_(None)) & HumanTask.candidate_key.in_(keys))
-    query = select(HumanTask).where(HumanTask.state == "open", who)
+    branches = [HumanTask.assignee_id == user_id]
+    keys = [] if f.mine_only else directory.user_keys(s, user_id)
+    if keys:
+        branches.append(HumanTask.candidate_key.in_(keys) & HumanTask.assignee_id.is_(None))
+    rows: list[HumanTask] = []
+    for who in branches:
+        query = _filtered(select(HumanTask).where(HumanTask.state == "open", who), f)
+        rows.extend(s.execute(query.order_by(HumanTask.id).limit(f.limit)).scalars())
+    return sorted(rows, key=lambda r: r.id)[: f.limit]
+
+
+def _filtered(query: Select[tuple[HumanTask]], f: InboxFilter) -> Select[tuple[HumanTask]]:
     if f.process:
         query = query.where(HumanTask.process_key == f.process)
     if f.stage:
@@ -45,7 +55,7 @@ def inbox(s: Session, user_id: int, f: InboxFilter | None = None) -> list[HumanT
         query = query.where(HumanTask.due_at < f.overdue_at)
     if f.after_id:
         query = query.where(HumanTask.id > f.after_id)
-    return list(s.execute(query.order_by(HumanTask.id).limit(f.limit)).scalars())
+    return query
 
 
 @dataclass

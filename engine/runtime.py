@@ -25,6 +25,7 @@ from engine import audit, directory, forms, projection, queries
 from engine.bundle import Bundle, Compiled, SpecCache, compile_bundle
 from engine.db import Database
 from engine.errors import Conflict, Forbidden, InvalidState, NotFound, ScriptFailed
+from engine.live import LiveWorkflows
 from engine.models import (
     Definition,
     HumanTask,
@@ -59,6 +60,7 @@ class Engine:
         self.specs = SpecCache()
         self.serializer = StateSerializer()
         self.script_engine = make_script_engine(script_time_budget)
+        self.live = LiveWorkflows()
 
     # --- definitions -------------------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class Engine:
         return found
 
     def compiled(self, definition: Definition) -> Compiled:
-        return self.specs.get(definition.content_hash, definition.sources, definition.process_key)
+        return self.specs.get(definition.content_hash, lambda: definition.sources, definition.process_key)
 
     # --- instances ---------------------------------------------------------------------------------
 
@@ -460,56 +462,67 @@ class Engine:
     @contextmanager
     def _unit(
         self,
-        instance_id: int,
+        instance: int | Callable[[Session], int],
         actor: str,
         now: datetime | None = None,
         expected_revision: int | None = None,
         allow_failed: bool = False,
     ) -> Iterator[UnitOfWork]:
+        """Load (instance id, or a function finding it in the transaction), yield, then finish and commit."""
         now = now or self.clock()
+        instance_id = instance if isinstance(instance, int) else None
         try:
             with self.db.write() as s:
-                # Writers of one instance queue on its row (PostgreSQL; SQLite's BEGIN IMMEDIATE does the
-                # same), so two people completing different tasks of it both succeed; the revision
-                # check below still refuses a page that was loaded before the last change.
-                instance = s.get(Instance, instance_id, with_for_update=True)
-                if instance is None:
-                    raise NotFound(f"no instance {instance_id}")
-                if expected_revision is not None and instance.revision != expected_revision:
-                    raise Conflict(
-                        f"instance {instance_id} changed since you loaded it "
-                        f"(revision {expected_revision}, now {instance.revision}); reload and try again"
-                    )
-                if instance.status in ("completed", "terminated"):
-                    raise InvalidState(f"instance {instance_id} is {instance.status}")
-                if instance.status == "failed" and not allow_failed:
-                    raise InvalidState(
-                        f"instance {instance_id} is stopped by an open incident; "
-                        "the party office must retry it first"
-                    )
-                definition = s.get(Definition, instance.definition_id)
+                if instance_id is None:
+                    instance_id = instance(s)  # type: ignore[operator]
+                row = self._lock_instance(s, instance_id, expected_revision, allow_failed)
+                definition = s.get(Definition, row.definition_id)
                 compiled = self.compiled(definition)
-                workflow = self.serializer.loads(
-                    instance.state,
+                workflow = self.live.take(row.id, row.revision) or self.serializer.loads(
+                    row.state,
                     compiled.specs[compiled.process_key],
                     compiled.subprocess_specs(),
                     self.script_engine,
                 )
-                work = UnitOfWork(s, instance, workflow, compiled, actor, now)
+                work = UnitOfWork(s, row, workflow, compiled, actor, now)
                 yield work
                 work.finish(self.serializer.dumps)
+            self.live.put(row.id, row.revision, workflow)
         except StaleDataError as err:
             raise Conflict(
                 f"instance {instance_id} was changed by someone else at the same time; reload"
             ) from err
 
+    @staticmethod
+    def _lock_instance(
+        s: Session, instance_id: int, expected_revision: int | None, allow_failed: bool
+    ) -> Instance:
+        # Writers of one instance queue on its row (PostgreSQL; SQLite's BEGIN IMMEDIATE does the
+        # same), so two people completing different tasks of it both succeed; the revision check
+        # still refuses a page that was loaded before the last change.
+        instance = s.get(Instance, instance_id, with_for_update=True)
+        if instance is None:
+            raise NotFound(f"no instance {instance_id}")
+        if expected_revision is not None and instance.revision != expected_revision:
+            raise Conflict(
+                f"instance {instance_id} changed since you loaded it "
+                f"(revision {expected_revision}, now {instance.revision}); reload and try again"
+            )
+        if instance.status in ("completed", "terminated"):
+            raise InvalidState(f"instance {instance_id} is {instance.status}")
+        if instance.status == "failed" and not allow_failed:
+            raise InvalidState(
+                f"instance {instance_id} is stopped by an open incident; the party office must retry it first"
+            )
+        return instance
+
     @contextmanager
     def _unit_for_task(
         self, task_id: int, actor: str, expected_revision: int | None
     ) -> Iterator[tuple[UnitOfWork, HumanTask, User]]:
-        with self.db.read() as s:
-            instance_id = _task_row(s, task_id).instance_id
-        with self._unit(instance_id, actor, expected_revision=expected_revision) as work:
+        with self._unit(
+            lambda s: _task_row(s, task_id).instance_id, actor, expected_revision=expected_revision
+        ) as work:
             s = work.session
             row = _task_row(s, task_id)
             user = directory.user_by_name(s, actor)

@@ -102,7 +102,8 @@ class UnitOfWork:
         if self.steps:
             self.record("engine.steps", {"completed": self.steps})
         self._project_human_tasks()
-        self._project_waits()
+        if self.compiled.waits_for_events:
+            self._project_waits()
         self._summarise()
         history.compact(self.workflow)
         self.instance.state = serializer_dumps(self.workflow)

@@ -52,7 +52,7 @@ def test_an_inserted_event_is_caught(history: Engine) -> None:
     tamper(
         history,
         "INSERT INTO audit_event (seq, at, actor, action, payload, prev_hash, hash) "
-        "SELECT seq + 1000, at, actor, action, payload, hash, 'f' || substr(hash, 2) FROM audit_event "
+        "SELECT seq + 1000, at, actor, action, payload, hash, 'forged' FROM audit_event "
         "WHERE seq = (SELECT MAX(seq) FROM audit_event)",
     )
     result = verdict(history)
