@@ -1,0 +1,1 @@
+"""Benchmarks of the engine: figures to read and compare, never assertions (see bench.engine)."""

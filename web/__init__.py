@@ -1,0 +1,35 @@
+"""Qizhi's Flask shell: the application factory.
+
+The engine knows nothing of Flask; this package owns the process-wide ``engine.Engine`` and hands
+it to views and CLI commands through :func:`engine_of` / :func:`current_engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from engine import Database, Engine
+from web import formatting, health, home, security, settings
+from web.extension import attach, current_engine, engine_of
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | None = None) -> Flask:
+    """Build the app. ``config`` overrides the ``QIZHI_*`` environment variables, which override defaults.
+
+    ``instance_path`` moves Flask's instance folder (the default database and the secret key live
+    there); tests use it so they never write into the checkout.
+    """
+    app = Flask(__name__, instance_path=instance_path)
+    settings.configure(app, config or {})
+    attach(app, Engine(Database(app.config[settings.DATABASE_URL])))
+    security.init_app(app)
+    formatting.init_app(app)
+    app.register_blueprint(home.bp)
+    app.register_blueprint(health.bp)
+    return app
+
+
+__all__ = ["create_app", "current_engine", "engine_of"]

@@ -1,0 +1,1 @@
+"""Subcommands of ``qizhi``, one module per concern; web.cli assembles them."""

@@ -1,0 +1,121 @@
+"""The home page's read model: what is deployed, what is running, who has work, is the trail intact.
+
+Reads projections only (definition, instance, human_task rows), never a workflow's state, so the
+page stays cheap however many instances run. The audit check recomputes the whole chain on each
+view: fine at demo scale; the later audit room will cache or page it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from engine import Engine, audit
+from engine.directory import ROLES
+from engine.models import Definition, HumanTask, Instance, Membership, Organisation, User
+from web import demo
+
+STATUSES = ("running", "completed", "failed")
+
+
+@dataclass(frozen=True)
+class DeployedDefinition:
+    process_key: str
+    name: str
+    version: int
+    deployed_by: str
+    deployed_at: datetime
+
+
+@dataclass(frozen=True)
+class OpenTasks:
+    process_key: str
+    process_name: str
+    stage: str | None
+    count: int
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    username: str
+    display_name: str
+    organisation: str
+
+
+@dataclass(frozen=True)
+class RoleAccounts:
+    role: str
+    label: str
+    accounts: list[DemoAccount]
+
+
+@dataclass(frozen=True)
+class Overview:
+    definitions: list[DeployedDefinition]
+    instances: dict[str, int]
+    open_tasks: list[OpenTasks]
+    audit: audit.Verdict
+    demo_accounts: list[RoleAccounts]
+
+
+def overview(engine: Engine, with_demo_accounts: bool) -> Overview:
+    with engine.db.read() as s:
+        definitions = _definitions(s)
+        names = {d.process_key: d.name for d in reversed(definitions)}  # newest version's name wins
+        result = Overview(
+            definitions=definitions,
+            instances=_instance_counts(s),
+            open_tasks=_open_tasks(s, names),
+            audit=audit.verify(s),
+            demo_accounts=_demo_accounts(s) if with_demo_accounts else [],
+        )
+    return result
+
+
+def _definitions(s: Session) -> list[DeployedDefinition]:
+    rows = s.execute(
+        select(
+            Definition.process_key,
+            Definition.name,
+            Definition.version,
+            Definition.deployed_by,
+            Definition.deployed_at,
+        ).order_by(Definition.process_key, Definition.version.desc())
+    )
+    return [DeployedDefinition(*row) for row in rows]
+
+
+def _instance_counts(s: Session) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    rows = s.execute(select(Instance.status, func.count()).group_by(Instance.status))
+    counts.update({status: n for status, n in rows if status in counts})
+    return counts
+
+
+def _open_tasks(s: Session, names: dict[str, str]) -> list[OpenTasks]:
+    rows = s.execute(
+        select(HumanTask.process_key, HumanTask.stage, func.count())
+        .where(HumanTask.state == "open")
+        .group_by(HumanTask.process_key, HumanTask.stage)
+        .order_by(HumanTask.process_key, HumanTask.stage)
+    )
+    return [OpenTasks(key, names.get(key, key), stage, n) for key, stage, n in rows]
+
+
+def _demo_accounts(s: Session) -> list[RoleAccounts]:
+    rows = s.execute(
+        select(Membership.role, User.username, User.display_name, Organisation.name)
+        .join(User, User.id == Membership.user_id)
+        .join(Organisation, Organisation.id == Membership.org_id)
+        .where(User.username.in_(demo.usernames()), User.active.is_(True))
+        .order_by(Organisation.id, User.id)
+    )
+    by_role: dict[str, list[DemoAccount]] = {role: [] for role in ROLES}
+    for role, username, display, org in rows:
+        by_role.setdefault(role, []).append(DemoAccount(username, display, org))
+    return [
+        RoleAccounts(role, ROLES.get(role, role), accounts) for role, accounts in by_role.items() if accounts
+    ]

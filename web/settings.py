@@ -1,0 +1,85 @@
+"""Configuration: explicit overrides, then ``QIZHI_*`` environment variables, then safe defaults.
+
+The defaults make ``qizhi serve`` work on a fresh checkout with nothing configured: a SQLite file
+and a secret key, both in Flask's instance folder, which is outside version control. The secret
+key is generated once and kept, so sessions survive a restart and no key is ever committed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+DATABASE_URL = "QIZHI_DATABASE_URL"
+SECRET_KEY = "QIZHI_SECRET_KEY"
+DEMO = "QIZHI_DEMO"
+SECRET_FILE = "secret_key"
+DATABASE_FILE = "qizhi.db"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def configure(app: Flask, overrides: Mapping[str, Any]) -> None:
+    """Fill ``app.config``: QIZHI_DATABASE_URL, SECRET_KEY, QIZHI_DEMO, plus any other overrides given."""
+    app.config.update({k: v for k, v in overrides.items() if k not in (DATABASE_URL, SECRET_KEY, DEMO)})
+    instance = Path(app.instance_path)
+    url = _lookup(overrides, DATABASE_URL) or f"sqlite:///{instance / DATABASE_FILE}"
+    app.config[DATABASE_URL] = url
+    app.config["SECRET_KEY"] = _lookup(overrides, SECRET_KEY) or stored_secret(instance)
+    app.config[DEMO] = flag(_lookup(overrides, DEMO), DEMO)
+
+
+def _lookup(overrides: Mapping[str, Any], name: str) -> Any:
+    if name in overrides and overrides[name] is not None:
+        return overrides[name]
+    return os.environ.get(name)
+
+
+def flag(value: Any, name: str = "flag") -> bool:
+    """1/0, true/false, yes/no, on/off; anything else is a mistake worth stopping for."""
+    if isinstance(value, bool):
+        return value
+    text = "" if value is None else str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (got {value!r})")
+
+
+def stored_secret(instance: Path) -> str:
+    """The instance's secret key, created on first use with owner-only permissions.
+
+    ``O_EXCL`` makes concurrent first starts (several web processes) agree on one key.
+    """
+    path = instance / SECRET_FILE
+    instance.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _read_secret(path: Path) -> str:
+    # Another process may have created the file a moment ago and not written it yet.
+    for _ in range(20):
+        key = path.read_text(encoding="ascii").strip()
+        if key:
+            return key
+        time.sleep(0.05)
+    raise ConfigError(f"{path} is empty: delete it and a new key will be generated")
