@@ -162,11 +162,11 @@ class HumanTask(Base):
     __tablename__ = "human_task"
     __table_args__ = (
         UniqueConstraint("instance_id", "task_guid"),
-        # Both end in the (implicit) primary key, so "ORDER BY id" pages come straight off the index.
-        # The candidate index names assignee_id too, so it out-ranks the assignee index for
-        # "unclaimed in my roles" (a NULL assignee would otherwise match the assignee index).
-        Index("ix_human_task_candidate", "candidate_key", "state", "assignee_id"),
-        Index("ix_human_task_assignee", "assignee_id", "state"),
+        # Each inbox query is one equality lookup read in id order straight off one of these
+        # (engine.queries.inbox). assignee_id in the candidate index also makes it out-rank the
+        # assignee index for "unclaimed in my role" on SQLite.
+        Index("ix_human_task_candidate", "candidate_key", "state", "assignee_id", "id"),
+        Index("ix_human_task_assignee", "assignee_id", "state", "id"),
         Index("ix_human_task_instance_state", "instance_id", "state"),
     )
 

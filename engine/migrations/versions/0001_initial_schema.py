@@ -207,9 +207,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("instance_id", "task_guid"),
     )
     with op.batch_alter_table("human_task", schema=None) as batch_op:
-        batch_op.create_index("ix_human_task_assignee", ["assignee_id", "state"], unique=False)
+        batch_op.create_index("ix_human_task_assignee", ["assignee_id", "state", "id"], unique=False)
         batch_op.create_index(
-            "ix_human_task_candidate", ["candidate_key", "state", "assignee_id"], unique=False
+            "ix_human_task_candidate", ["candidate_key", "state", "assignee_id", "id"], unique=False
         )
         batch_op.create_index("ix_human_task_instance_state", ["instance_id", "state"], unique=False)
 
