@@ -70,6 +70,18 @@ def user_keys(session: Session, user_id: int) -> list[str]:
     return [role_key(org, role) for org, role in roles] + [group_key(g) for g in groups]
 
 
+def holders(session: Session, org_code: str, role: str) -> list[tuple[str, str]]:
+    """(username, display name) of the active people holding a role in one organisation."""
+    org = org_by_code(session, org_code)
+    rows = session.execute(
+        select(User.username, User.display_name)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.org_id == org.id, Membership.role == role, User.active)
+        .order_by(User.username)
+    )
+    return [(u, d) for u, d in rows]
+
+
 def user_by_name(session: Session, username: str) -> User:
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     if user is None or not user.active:

@@ -131,7 +131,11 @@ class Definition(Base):
 
 class Instance(Base):
     __tablename__ = "instance"
-    __table_args__ = (Index("ix_instance_org_status", "org_id", "status"),)
+    __table_args__ = (
+        Index("ix_instance_org_status", "org_id", "status"),
+        # one instance per business key and process: what makes bulk starts idempotent under races
+        UniqueConstraint("process_key", "business_key", name="uq_instance_business_key"),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     definition_id: Mapped[int] = mapped_column(ForeignKey("definition.id"), index=True)

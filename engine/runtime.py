@@ -151,6 +151,10 @@ class Engine:
         with self.db.write() as s:
             user = directory.user_by_name(s, actor)
             organisation = _org(s, org)
+            if not directory.sees_org(s, user.id, organisation.id):
+                raise Forbidden(
+                    f"{actor} holds no role in {organisation.name} or above it, so may not start work there"
+                )
             definition = self.definition(s, process_key, version)
             compiled = self.compiled(definition)
             workflow = BpmnWorkflow(
@@ -189,6 +193,59 @@ class Engine:
             work.run_engine()
             work.finish(self.serializer.dumps)
         return instance
+
+    def start_once(
+        self,
+        process_key: str,
+        actor: str,
+        org: str | int,
+        business_key: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> tuple[Instance, bool]:
+        """Start unless an instance of this process already has the business key; say which happened."""
+        existing = self._by_business_key(process_key, business_key)
+        if existing is not None:
+            return existing, False
+        try:
+            return self.start(process_key, actor, org, data, business_key=business_key), True
+        except IntegrityError:  # started by someone else at the same moment: the constraint decided
+            found = self._by_business_key(process_key, business_key)
+            if found is None:
+                raise
+            return found, False
+
+    def start_for_members(
+        self,
+        process_key: str,
+        actor: str,
+        org: str,
+        key_prefix: str,
+        data: Mapping[str, Any] | None = None,
+        role: str = "party_member",
+    ) -> list[tuple[str, Instance, bool]]:
+        """One instance per holder of ``role`` in the organisation (e.g. a branch's yearly pledge cycle).
+
+        Idempotent: the business key is ``<key_prefix>:<username>``, so running it again starts only
+        for members added since. Each start is its own unit of work.
+        """
+        with self.db.read() as s:
+            members = directory.holders(s, org, role)
+        results = []
+        for username, display_name in members:
+            member_data = {**dict(data or {}), "member": username, "member_name": display_name}
+            instance, created = self.start_once(
+                process_key, actor, org, f"{key_prefix}:{username}", member_data
+            )
+            results.append((username, instance, created))
+        return results
+
+    def _by_business_key(self, process_key: str, business_key: str) -> Instance | None:
+        with self.db.read() as s:
+            return s.execute(
+                select(Instance).where(
+                    Instance.process_key == process_key, Instance.business_key == business_key
+                )
+            ).scalar_one_or_none()
 
     def complete(
         self,

@@ -103,15 +103,40 @@ class Limits:
 _TICK = "_qz_tick_"
 
 # Never legitimate in a designer's script, whatever the context: refused wherever the name appears.
-_FORBIDDEN_NAMES = frozenset({
-    "eval", "exec", "compile", "globals", "locals", "vars", "getattr", "setattr", "delattr",
-    "breakpoint",
-})
+_FORBIDDEN_NAMES = frozenset(
+    {
+        "eval",
+        "exec",
+        "compile",
+        "globals",
+        "locals",
+        "vars",
+        "getattr",
+        "setattr",
+        "delattr",
+        "breakpoint",
+    }
+)
 # Plausible as task-data field names ("type", "open", "input"...), so only calling them is refused.
-_FORBIDDEN_CALLS = _FORBIDDEN_NAMES | frozenset({
-    "open", "dir", "type", "input", "help", "exit", "quit", "super", "object", "memoryview",
-    "classmethod", "staticmethod", "property", "iter", "reload",
-})
+_FORBIDDEN_CALLS = _FORBIDDEN_NAMES | frozenset(
+    {
+        "open",
+        "dir",
+        "type",
+        "input",
+        "help",
+        "exit",
+        "quit",
+        "super",
+        "object",
+        "memoryview",
+        "classmethod",
+        "staticmethod",
+        "property",
+        "iter",
+        "reload",
+    }
+)
 # ``str.format`` walks attributes ("{0.__class__}"), translate/maketrans can amplify, mro reaches object.
 _BLOCKED_ATTRS = frozenset({"format", "format_map", "translate", "maketrans", "mro", "as_integer_ratio"})
 _BLOCKED_ATTRS |= INSPECT_ATTRIBUTES
@@ -288,8 +313,10 @@ def _compile(source: str, mode: str) -> _Compiled:
     if errors or result.code is None:
         return _Compiled(None, errors or ("cannot compile",), False)
     # Expressions cannot assign items, so only a method call (items.append...) can change task data.
-    may_mutate = any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                     for node in ast.walk(ast.parse(text, mode=mode)))
+    may_mutate = any(
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        for node in ast.walk(ast.parse(text, mode=mode))
+    )
     return _Compiled(result.code, (), may_mutate)
 
 
@@ -379,12 +406,22 @@ _SUM_STARTS = (int, float, complex, decimal.Decimal, timedelta)
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _DIGITS = re.compile(r"\d+")
 _INPLACE: dict[str, Callable[[Any, Any], Any]] = {
-    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
-    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
-    ">>=": operator.irshift, "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
+    "+=": operator.iadd,
+    "-=": operator.isub,
+    "*=": operator.imul,
+    "/=": operator.itruediv,
+    "//=": operator.ifloordiv,
+    "%=": operator.imod,
+    "**=": operator.ipow,
+    "<<=": operator.ilshift,
+    ">>=": operator.irshift,
+    "&=": operator.iand,
+    "|=": operator.ior,
+    "^=": operator.ixor,
 }
-_GROWING_METHODS = frozenset({"join", "replace", "ljust", "rjust", "center", "zfill", "expandtabs",
-                              "extend", "to_bytes", "from_bytes"})
+_GROWING_METHODS = frozenset(
+    {"join", "replace", "ljust", "rjust", "center", "zfill", "expandtabs", "extend", "to_bytes", "from_bytes"}
+)
 _MEMORY_CHECK_INTERVAL = 0.01
 
 try:
@@ -404,19 +441,60 @@ def _resident_bytes() -> int | None:
 
 _STATIC_BUILTINS: dict[str, Any] = {
     # plain values and pure functions
-    "abs": abs, "all": all, "any": any, "bool": bool, "callable": callable, "chr": chr, "dict": dict,
-    "divmod": divmod, "enumerate": enumerate, "filter": filter, "float": float, "frozenset": frozenset,
-    "int": int, "isinstance": isinstance, "len": len, "list": list, "map": map, "max": max, "min": min,
-    "next": next, "ord": ord, "reversed": reversed, "set": set, "sorted": sorted, "str": str,
-    "tuple": tuple, "zip": zip, "bin": bin, "hex": hex, "oct": oct,
+    "abs": abs,
+    "all": all,
+    "any": any,
+    "bool": bool,
+    "callable": callable,
+    "chr": chr,
+    "dict": dict,
+    "divmod": divmod,
+    "enumerate": enumerate,
+    "filter": filter,
+    "float": float,
+    "frozenset": frozenset,
+    "int": int,
+    "isinstance": isinstance,
+    "len": len,
+    "list": list,
+    "map": map,
+    "max": max,
+    "min": min,
+    "next": next,
+    "ord": ord,
+    "reversed": reversed,
+    "set": set,
+    "sorted": sorted,
+    "str": str,
+    "tuple": tuple,
+    "zip": zip,
+    "bin": bin,
+    "hex": hex,
+    "oct": oct,
     # dates and numbers
-    "datetime": datetime, "date": date, "timedelta": timedelta, "timezone": timezone,
-    "now": now, "today": today, "Decimal": Decimal, "floor": math.floor, "ceil": math.ceil,
+    "datetime": datetime,
+    "date": date,
+    "timedelta": timedelta,
+    "timezone": timezone,
+    "now": now,
+    "today": today,
+    "Decimal": Decimal,
+    "floor": math.floor,
+    "ceil": math.ceil,
     # exceptions scripts may raise or catch
-    "Exception": Exception, "ValueError": ValueError, "TypeError": TypeError, "KeyError": KeyError,
-    "IndexError": IndexError, "LookupError": LookupError, "ArithmeticError": ArithmeticError,
-    "ZeroDivisionError": ZeroDivisionError, "OverflowError": OverflowError, "RuntimeError": RuntimeError,
-    "AssertionError": AssertionError, "NameError": NameError, "AttributeError": AttributeError,
+    "Exception": Exception,
+    "ValueError": ValueError,
+    "TypeError": TypeError,
+    "KeyError": KeyError,
+    "IndexError": IndexError,
+    "LookupError": LookupError,
+    "ArithmeticError": ArithmeticError,
+    "ZeroDivisionError": ZeroDivisionError,
+    "OverflowError": OverflowError,
+    "RuntimeError": RuntimeError,
+    "AssertionError": AssertionError,
+    "NameError": NameError,
+    "AttributeError": AttributeError,
     "StopIteration": StopIteration,
     # RestrictedPython plumbing that needs no per-run state
     "__import__": _internal_import,
@@ -482,12 +560,15 @@ class _Run:
 
     def _check_budget(self) -> None:
         if self.steps_left < 0:
-            raise self.refuse(f"script exceeded its step budget of {self.limits.max_steps} "
-                              "loop iterations and calls", ScriptTimeout)
+            raise self.refuse(
+                f"script exceeded its step budget of {self.limits.max_steps} loop iterations and calls",
+                ScriptTimeout,
+            )
         moment = time.monotonic()
         if moment >= self.deadline:
-            raise self.refuse(f"script exceeded its time budget of {self.limits.time_budget:g} s",
-                              ScriptTimeout)
+            raise self.refuse(
+                f"script exceeded its time budget of {self.limits.time_budget:g} s", ScriptTimeout
+            )
         self.next_check = min(self.deadline, moment + _MEMORY_CHECK_INTERVAL)
         if self.limits.max_memory_growth is None:
             return
@@ -497,8 +578,10 @@ class _Run:
         if self.rss_start is None:
             self.rss_start = rss  # baseline at the first check, ~10 ms into the run
         elif rss - self.rss_start > self.limits.max_memory_growth:
-            raise self.refuse(f"script exceeded its memory budget of "
-                              f"{self.limits.max_memory_growth // (1024 * 1024)} MiB", ScriptTimeout)
+            raise self.refuse(
+                f"script exceeded its memory budget of {self.limits.max_memory_growth // (1024 * 1024)} MiB",
+                ScriptTimeout,
+            )
 
     # -- size checks --------------------------------------------------------------------------------
 
@@ -508,8 +591,9 @@ class _Run:
 
     def check_bits(self, bits: float) -> None:
         if bits > self.limits.max_int_bits:
-            raise self.refuse(f"integer result would have about {int(bits)} bits; "
-                              f"the limit is {self.limits.max_int_bits}")
+            raise self.refuse(
+                f"integer result would have about {int(bits)} bits; the limit is {self.limits.max_int_bits}"
+            )
 
     def check_expanded(self, value: Any, what: str = "value") -> None:
         """Refuse values whose fully expanded size (shared objects counted each time) is too big.
@@ -534,8 +618,10 @@ class _Run:
             elif isinstance(item, str | bytes):
                 chars_left -= len(item)
             if items_left < 0 or chars_left < 0:
-                raise self.refuse(f"{what} is too large (more than {self.limits.max_data_items} items "
-                                  f"or {self.limits.max_data_chars} characters, counting repeats)")
+                raise self.refuse(
+                    f"{what} is too large (more than {self.limits.max_data_items} items "
+                    f"or {self.limits.max_data_chars} characters, counting repeats)"
+                )
 
     # -- checked operators --------------------------------------------------------------------------
     # Each check_* raises before the operation would allocate too much; the operators then run as usual.
@@ -711,17 +797,30 @@ class _Run:
         Python, but never the guards: their ``_`` names cannot occur in the data layers.
         """
         namespace: dict[str, Any] = {
-            "range": self.range, "sum": self.sum, "pow": self.pow, "repr": self.repr, "round": self.round,
+            "range": self.range,
+            "sum": self.sum,
+            "pow": self.pow,
+            "repr": self.repr,
+            "round": self.round,
         }
         for layer in layers:
             namespace.update(layer)
-        namespace.update({
-            "__builtins__": _STATIC_BUILTINS,
-            _TICK: self.tick, "_qz_mul_": self.mul, "_qz_pow_": self.pow, "_qz_lshift_": self.lshift,
-            "_qz_add_": self.add, "_qz_mod_": self.mod, "_qz_format_": self.format,
-            "_getattr_": self.getattr, "_write_": self.write, "_inplacevar_": self.inplacevar,
-            "_print_": self.print_sink,
-        })
+        namespace.update(
+            {
+                "__builtins__": _STATIC_BUILTINS,
+                _TICK: self.tick,
+                "_qz_mul_": self.mul,
+                "_qz_pow_": self.pow,
+                "_qz_lshift_": self.lshift,
+                "_qz_add_": self.add,
+                "_qz_mod_": self.mod,
+                "_qz_format_": self.format,
+                "_getattr_": self.getattr,
+                "_write_": self.write,
+                "_inplacevar_": self.inplacevar,
+                "_print_": self.print_sink,
+            }
+        )
         return namespace
 
     def run(self, code: CodeType, namespace: dict[str, Any], mode: str) -> Any:
@@ -741,7 +840,10 @@ class _Run:
 
 
 _INPLACE_CHECKS: dict[str, Callable[[_Run, Any, Any], None]] = {
-    "+=": _Run.check_add, "*=": _Run.check_mul, "**=": _Run.check_pow, "<<=": _Run.check_lshift,
+    "+=": _Run.check_add,
+    "*=": _Run.check_mul,
+    "**=": _Run.check_pow,
+    "<<=": _Run.check_lshift,
     "%=": _Run.check_mod,
 }
 
@@ -770,8 +872,9 @@ def _checked_extend(run: _Run, target: list[Any], items: Iterable[Any]) -> None:
     target.extend(values)
 
 
-def _checked_to_bytes(run: _Run, method: Callable[..., bytes], length: int = 1, *args: Any,
-                      **kw: Any) -> bytes:
+def _checked_to_bytes(
+    run: _Run, method: Callable[..., bytes], length: int = 1, *args: Any, **kw: Any
+) -> bytes:
     run.check_len(length, "bytes")
     return method(length, *args, **kw)
 
@@ -789,8 +892,9 @@ def _text_join(run: _Run, sep: Any, method: Callable[..., Any], parts: Iterable[
     return method(items)
 
 
-def _text_replace(run: _Run, text: Any, method: Callable[..., Any], old: Any, new: Any,
-                  count: int = -1) -> Any:
+def _text_replace(
+    run: _Run, text: Any, method: Callable[..., Any], old: Any, new: Any, count: int = -1
+) -> Any:
     if isinstance(old, str | bytes) and isinstance(new, str | bytes) and len(new) > len(old):
         hits = text.count(old) if old else len(text) + 1
         if count >= 0:
@@ -811,8 +915,13 @@ def _text_expandtabs(run: _Run, text: Any, method: Callable[..., Any], tabsize: 
 
 
 _TEXT_CHECKS: dict[str, Callable[..., Any]] = {
-    "join": _text_join, "replace": _text_replace, "ljust": _text_pad, "rjust": _text_pad,
-    "center": _text_pad, "zfill": _text_pad, "expandtabs": _text_expandtabs,
+    "join": _text_join,
+    "replace": _text_replace,
+    "ljust": _text_pad,
+    "rjust": _text_pad,
+    "center": _text_pad,
+    "zfill": _text_pad,
+    "expandtabs": _text_expandtabs,
 }
 
 
@@ -835,8 +944,13 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
     script runs on a deep copy that is written back only when it succeeds.
     """
 
-    def __init__(self, environment_globals: Mapping[str, Any] | None = None, *,
-                 time_budget: float = 2.0, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        environment_globals: Mapping[str, Any] | None = None,
+        *,
+        time_budget: float = 2.0,
+        limits: Limits | None = None,
+    ) -> None:
         extra = dict(environment_globals or {})
         modules = [name for name, value in extra.items() if isinstance(value, ModuleType)]
         if modules:
@@ -844,8 +958,9 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
         super().__init__(extra)
         self.limits = limits or Limits(time_budget=time_budget)
 
-    def evaluate(self, expression: str, context: dict[str, Any],
-                 external_context: Mapping[str, Any] | None = None) -> Any:
+    def evaluate(
+        self, expression: str, context: dict[str, Any], external_context: Mapping[str, Any] | None = None
+    ) -> Any:
         """Return the value of ``expression`` with the task data as variables."""
         compiled = _compiled_or_refuse(expression, "eval")
         data = {key: value for key, value in context.items() if not _is_hidden(key)}
@@ -857,8 +972,9 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
         run.check_expanded(value, "expression result")
         return value
 
-    def execute(self, script: str, context: dict[str, Any],
-                external_context: Mapping[str, Any] | None = None) -> bool:
+    def execute(
+        self, script: str, context: dict[str, Any], external_context: Mapping[str, Any] | None = None
+    ) -> bool:
         """Run ``script``; on success its variables replace the task data in ``context`` (in place)."""
         external = dict(external_context or {})
         self._refuse_shadowed_functions(context, external)
@@ -874,8 +990,13 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
 
     def _is_task_data(self, key: Any, value: Any, external: Mapping[str, Any]) -> bool:
         # Iterators (generators, map objects...) are not data either and would break the next deepcopy.
-        return not (_is_hidden(key) or callable(value) or isinstance(value, ModuleType | Iterator)
-                    or key in self.globals or key in external)
+        return not (
+            _is_hidden(key)
+            or callable(value)
+            or isinstance(value, ModuleType | Iterator)
+            or key in self.globals
+            or key in external
+        )
 
     @staticmethod
     def _write_back(context: dict[str, Any], result: dict[str, Any]) -> None:
@@ -888,8 +1009,9 @@ class SandboxEnvironment(BasePythonScriptEngineEnvironment):
         """Task data named like a provided function would make it uncallable: fail early and clearly."""
         clashes = sorted((set(self.globals) | set(external)) & set(context))
         if clashes:
-            raise ValueError(f"task data overwrites predefined function(s) {clashes}; "
-                             "rename these variables or fields")
+            raise ValueError(
+                f"task data overwrites predefined function(s) {clashes}; rename these variables or fields"
+            )
 
 
 def find_script_refusal(exc: BaseException | None) -> ScriptRefused | None:

@@ -93,3 +93,18 @@ def test_different_tasks_of_one_instance_completed_at_once_both_succeed(pg_engin
     with engine.db.read() as s:
         assert s.get(type(inst), inst.id).revision == inst.revision + 3
     assert_chain_intact(engine)
+
+
+def test_racing_bulk_starts_start_each_member_once(pg_engine: Engine) -> None:
+    engine = pg_engine
+    engine.deploy(files("loop.bpmn", "report.json"), "designer")
+    results = race(
+        [
+            lambda who=who: engine.start_for_members("loop", who, "B1", "pledge:2026", {"reports": 0})
+            for who in ("sec1", "office")
+        ]
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    created = [u for run in results for u, _, new in run if new]
+    assert sorted(created) == ["member1", "member2"]
+    assert_chain_intact(engine)

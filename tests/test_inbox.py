@@ -29,7 +29,7 @@ def test_filters_and_keyset_paging(engine: Engine) -> None:
     engine.deploy(files(*SCORING), "designer")
     for _ in range(5):
         engine.start("approval", "sec1", "B1")
-    engine.start("scoring", "sec1", "HQ", {"judges": ["judge1"]})  # sec1 gets nothing from this
+    engine.start("scoring", "office", "HQ", {"judges": ["judge1"]})  # sec1 gets nothing from this
 
     everything = engine.inbox("sec1")
     assert len(everything) == 5 and all(t.process_key == "approval" for t in everything)

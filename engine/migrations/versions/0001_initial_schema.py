@@ -137,6 +137,7 @@ def upgrade() -> None:
             ["app_user.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("process_key", "business_key", name="uq_instance_business_key"),
     )
     with op.batch_alter_table("instance", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_instance_business_key"), ["business_key"], unique=False)
