@@ -145,8 +145,9 @@ def test_demo_deploys_each_root_process_with_what_it_calls_once(app: Flask, tmp_
     assert sorted(first.deployed) == ["approval version 1", "scoring version 1"]
     assert second.deployed == [] and sorted(second.unchanged) == sorted(first.deployed)
     scoring = next(b for b in discover(*folders) if b.process_key == "scoring")
-    assert {"scoring.bpmn", "notify.bpmn", "grade.dmn", "score.json"} <= set(scoring.files)
-    assert "approval.bpmn" not in scoring.files
+    assert set(scoring.files) == {"scoring.bpmn", "notify.bpmn", "grade.dmn", "score.json"}
+    approval = next(b for b in discover(*folders) if b.process_key == "approval")
+    assert set(approval.files) == {"approval.bpmn", "apply.json", "review.json"}  # only what it references
 
 
 def test_demo_puts_every_role_in_the_right_kind_of_organisation(app: Flask) -> None:

@@ -1,8 +1,10 @@
 """Find the deployable bundles in the repository's ``workflows/`` and ``forms/`` folders.
 
 Each BPMN file whose process no other file calls is one bundle: that file, the files defining the
-processes it calls (transitively), every DMN in ``workflows/`` and every form in ``forms/``. The
-engine deduplicates by content hash, so deploying the same folders again adds nothing. Files that
+processes it calls (transitively), and just the DMN files and forms those diagrams reference, so
+changing one process's form does not make a new version of every other process. The engine
+deduplicates by content hash, so deploying the same folders again adds nothing. A reference that
+no file satisfies is left for the engine to report. Files that
 cannot be read as XML are still handed to the engine, which names their problem; nothing is skipped
 silently.
 """
@@ -10,12 +12,14 @@ silently.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.safexml import UnsafeXML, parse_xml
 
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
+FORM_PROPERTY = "formJsonSchemaFilename"
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 FORMS = ROOT / "forms"
@@ -38,6 +42,8 @@ class _BpmnFile:
     executable: list[str]
     defines: list[str]
     calls: set[str]
+    forms: set[str] = field(default_factory=set)
+    decisions: set[str] = field(default_factory=set)
 
 
 def discover(workflows: Path = WORKFLOWS, forms: Path = FORMS) -> list[WorkflowBundle]:
@@ -45,9 +51,8 @@ def discover(workflows: Path = WORKFLOWS, forms: Path = FORMS) -> list[WorkflowB
     bpmn = [_read(p) for p in sorted(workflows.glob("*.bpmn"))] if workflows.is_dir() else []
     if not bpmn:
         return []
-    shared = _contents(sorted(workflows.glob("*.dmn")))
-    if forms.is_dir():
-        shared.update(_contents(sorted(forms.glob("*.json"))))
+    decision_files = _decision_files(sorted(workflows.glob("*.dmn")))
+    form_files = {p.name: p for p in sorted(forms.glob("*.json"))} if forms.is_dir() else {}
     definer = {pid: f for f in bpmn for pid in f.defines}
     called = {pid for f in bpmn for pid in f.calls}
     bundles = []
@@ -55,7 +60,10 @@ def discover(workflows: Path = WORKFLOWS, forms: Path = FORMS) -> list[WorkflowB
         roots = [pid for pid in f.executable if pid not in called]
         if not roots and f.executable:
             continue  # only ever called: deployed with each caller
-        files = {**shared, **_contents(_needed(f, definer))}
+        needed = _needed(f, definer)
+        extra = {form_files[n] for b in needed for n in b.forms if n in form_files}
+        extra |= {decision_files[d] for b in needed for d in b.decisions if d in decision_files}
+        files = _contents([b.path for b in needed] + sorted(extra))
         for key in roots or [None]:
             bundles.append(WorkflowBundle(key, files))
     return bundles
@@ -72,10 +80,30 @@ def _read(path: Path) -> _BpmnFile:
         executable=[p.get("id", "") for p in processes if p.get("isExecutable", "true") == "true"],
         defines=[p.get("id", "") for p in processes],
         calls={c.get("calledElement", "") for c in tree.iter(f"{{{BPMN_NS}}}callActivity")},
+        forms={
+            prop.get("value", "")
+            for prop in tree.iter(f"{{{SPIFF_NS}}}property")
+            if prop.get("name") == FORM_PROPERTY
+        },
+        decisions={(d.text or "").strip() for d in tree.iter(f"{{{SPIFF_NS}}}calledDecisionId")},
     )
 
 
-def _needed(start: _BpmnFile, definer: dict[str, _BpmnFile]) -> list[Path]:
+def _decision_files(paths: Iterable[Path]) -> dict[str, Path]:
+    """Decision id -> the DMN file that defines it (a file that cannot be read defines nothing)."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        try:
+            tree = parse_xml(path.read_bytes(), path.name)
+        except UnsafeXML:
+            continue
+        for node in tree.iter():
+            if isinstance(node.tag, str) and node.tag.endswith("}decision") and node.get("id"):
+                found[node.get("id")] = path
+    return found
+
+
+def _needed(start: _BpmnFile, definer: dict[str, _BpmnFile]) -> list[_BpmnFile]:
     seen: dict[Path, _BpmnFile] = {}
     todo = [start]
     while todo:
@@ -84,7 +112,7 @@ def _needed(start: _BpmnFile, definer: dict[str, _BpmnFile]) -> list[Path]:
             continue
         seen[f.path] = f
         todo.extend(definer[c] for c in f.calls if c in definer)
-    return sorted(seen)
+    return [seen[p] for p in sorted(seen)]
 
 
 def _contents(paths: Iterable[Path]) -> dict[str, bytes]:
