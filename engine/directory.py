@@ -133,6 +133,13 @@ def join_group(session: Session, username: str, group: str) -> GroupMember:
     return row
 
 
+def holds_role_anywhere(session: Session, user_id: int, roles: tuple[str, ...]) -> bool:
+    hit = session.execute(
+        select(Membership.id).where(Membership.user_id == user_id, Membership.role.in_(roles)).limit(1)
+    ).first()
+    return hit is not None
+
+
 def holds_role_above(session: Session, user_id: int, org_id: int, roles: tuple[str, ...]) -> bool:
     """Whether the user holds one of the roles in the organisation or one above it."""
     hit = session.execute(

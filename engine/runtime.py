@@ -77,6 +77,8 @@ class Engine:
         try:
             with self.db.write() as s:
                 user = directory.user_by_name(s, actor)
+                if not directory.holds_role_anywhere(s, user.id, DEPLOY_ROLES):
+                    raise Forbidden(f"{actor} may not deploy processes: that needs the designer role")
                 found = s.execute(
                     select(Definition).where(
                         Definition.process_key == compiled.process_key, Definition.content_hash == digest
@@ -593,6 +595,7 @@ class Engine:
 
 
 INCIDENT_ROLES = ("party_office", "admin")
+DEPLOY_ROLES = ("designer", "admin")
 
 
 def _reset_failed_steps(workflow: BpmnWorkflow, patch: dict[str, Any]) -> None:

@@ -61,6 +61,14 @@ def test_every_problem_is_listed_with_file_and_element_and_nothing_is_stored(eng
     assert count(engine, AuditEvent) == events_before
 
 
+def test_only_designers_deploy(engine: Engine) -> None:
+    from engine import Forbidden
+
+    with pytest.raises(Forbidden, match="designer"):
+        engine.deploy(files(*APPROVAL), "sec1")
+    assert count(engine, Definition) == 0
+
+
 def test_a_bundle_without_bpmn_is_refused(engine: Engine) -> None:
     with pytest.raises(BundleInvalid, match="no BPMN"):
         engine.deploy(files("apply.json"), "designer")
