@@ -172,29 +172,40 @@ def _schema_errors(tree: etree._Element) -> list[str]:
 def _choose_process(
     parser: SpiffBpmnParser, trees: Mapping[str, etree._Element], wanted: str | None, problems: list[Problem]
 ) -> str | None:
-    ids = parser.get_process_ids()
     if wanted:
         return wanted
     called = set()
+    top_level = []  # <process> elements of a definitions document; embedded sub-processes are not roots
     for tree in trees.values():
-        for node in tree.iter(f"{{{BPMN_NS}}}callActivity"):
-            called.add(node.get("calledElement"))
-    roots = [pid for pid in ids if pid not in called and parser.get_process_parser(pid).process_executable]
+        called.update(node.get("calledElement") for node in tree.iter(f"{{{BPMN_NS}}}callActivity"))
+        top_level += [p.get("id") for p in tree.findall(f"{{{BPMN_NS}}}process")]
+    roots = [
+        pid
+        for pid in top_level
+        if pid not in called
+        and parser.get_process_parser(pid)
+        and parser.get_process_parser(pid).process_executable
+    ]
     if len(roots) == 1:
         return roots[0]
-    problems.append(
-        Problem("", None, f"cannot tell which process to deploy among {sorted(roots) or ids}: name one")
-    )
+    problems.append(Problem("", None, f"cannot tell which process to deploy among {sorted(roots)}: name one"))
     return None
 
 
 def _build_specs(parser: SpiffBpmnParser, problems: list[Problem]) -> dict[str, BpmnProcessSpec]:
+    """Every process's spec. Parsing a process registers its expanded sub-processes, so go on
+    until no new process ids appear."""
     specs: dict[str, BpmnProcessSpec] = {}
-    for pid in parser.get_process_ids():
-        try:
-            specs[pid] = parser.get_spec(pid)
-        except Exception as err:
-            problems.append(Problem(getattr(err, "file_name", "") or "", _element_of(err), _message_of(err)))
+    tried: set[str] = set()
+    while todo := [pid for pid in parser.get_process_ids() if pid not in tried]:
+        for pid in todo:
+            tried.add(pid)
+            try:
+                specs[pid] = parser.get_spec(pid)
+            except Exception as err:
+                problems.append(
+                    Problem(getattr(err, "file_name", "") or "", _element_of(err), _message_of(err))
+                )
     for spec in specs.values():
         for ts in spec.task_specs.values():
             if isinstance(ts, SubWorkflowTaskMixin) and ts.spec not in specs:

@@ -166,11 +166,19 @@ def message_name(task: Task) -> str | None:
 
 
 def instance_data(workflow: BpmnWorkflow) -> dict[str, Any]:
-    """The data a person thinks of as "the instance's": the latest completed step's, or the final."""
+    """The data a person thinks of as "the instance's": the latest completed step's, or the final.
+
+    The latest step may be inside a stage's sub-process, whose data reaches the top workflow only
+    when the stage ends, so every (sub-)workflow's last task is a candidate.
+    """
     if workflow.completed:
         return dict(workflow.data)
-    last = workflow.last_task
-    return dict(last.data) if last is not None else {}
+    candidates = [
+        wf.last_task for wf in (workflow, *workflow.subprocesses.values()) if wf.last_task is not None
+    ]
+    if not candidates:
+        return {}
+    return dict(max(candidates, key=lambda t: t.last_state_change).data)
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

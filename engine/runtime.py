@@ -37,7 +37,7 @@ from engine.models import (
     User,
     utcnow,
 )
-from engine.sandbox import make_script_engine
+from engine.sandbox import make_script_engine, script_clock
 from engine.state import StateSerializer
 from engine.work import SYSTEM, UnitOfWork
 
@@ -150,7 +150,7 @@ class Engine:
     ) -> Instance:
         """Start the newest (or the given) version of a process for an organisation."""
         now = self.clock()
-        with self.db.write() as s:
+        with script_clock(now), self.db.write() as s:
             user = directory.user_by_name(s, actor)
             organisation = _org(s, org)
             if not directory.sees_org(s, user.id, organisation.id):
@@ -531,7 +531,7 @@ class Engine:
         now = now or self.clock()
         instance_id = instance if isinstance(instance, int) else None
         try:
-            with self.db.write() as s:
+            with script_clock(now), self.db.write() as s:
                 if instance_id is None:
                     instance_id = instance(s)  # type: ignore[operator]
                 row = self._lock_instance(s, instance_id, expected_revision, allow_failed)

@@ -35,6 +35,8 @@ import re
 import textwrap
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from types import CodeType, ModuleType
@@ -350,14 +352,30 @@ def _compiled_or_refuse(source: str, mode: str) -> _Compiled:
 # ---------------------------------------------------------------------------------------------------
 
 
+# The moment the current unit of work runs at (engine.work sets it): every script of one command sees
+# one "now", and a timer fired by a worker for a later moment sees that moment, not the wall clock.
+CLOCK: ContextVar[datetime | None] = ContextVar("qizhi_script_clock", default=None)
+
+
+@contextmanager
+def script_clock(moment: datetime) -> Iterator[None]:
+    """Scripts run inside this block see ``moment`` as now()."""
+    token = CLOCK.set(moment)
+    try:
+        yield
+    finally:
+        CLOCK.reset(token)
+
+
 def now() -> datetime:
     """Current time, timezone-aware UTC, so stored timestamps are unambiguous."""
-    return datetime.now(UTC)
+    return CLOCK.get() or datetime.now(UTC)
 
 
 def today() -> date:
     """Today's calendar date in the server's local time zone: form dates are local calendar dates."""
-    return date.today()
+    moment = CLOCK.get()
+    return moment.astimezone().date() if moment else date.today()
 
 
 class _DecimalType(type):

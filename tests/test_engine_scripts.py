@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC
 
 import pytest
 
@@ -50,3 +51,14 @@ def test_a_dunder_walk_is_refused_at_deploy_time(engine: Engine) -> None:
         deploy(engine, "walk")
     (problem,) = caught.value.problems
     assert problem.element == "work" and "__subclasses__' is not allowed" in problem.message
+
+
+def test_scripts_see_the_moment_their_command_runs_at(engine: Engine) -> None:
+    """A timer fired for a later moment runs its scripts at that moment, not at the wall clock."""
+    from datetime import datetime
+
+    fixed = datetime(2030, 1, 31, 9, 0, tzinfo=UTC)
+    clocked = Engine(engine.db, clock=lambda: fixed)
+    clocked.deploy({"clock.bpmn": (SCRIPTS / "clock.bpmn").read_bytes()}, "designer")
+    inst = clocked.start("clock", "member1", "B1")
+    assert clocked.instance(inst.id).data["seen"] == "2030-01-31T09:00:00+00:00"
