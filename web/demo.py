@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from engine import BundleInvalid, Engine
+from engine import BundleInvalid, Engine, EngineError
 from engine.bundle import Bundle
 from engine.directory import add_org, add_user, grant
-from engine.models import Definition, Membership, Organisation, User
+from engine.models import Definition, Instance, Membership, Organisation, User
 from web.workflows import FORMS, WORKFLOWS, WorkflowBundle, discover
 
 COMMITTEE = "DEMO"
@@ -103,6 +103,7 @@ class DemoReport:
     orgs_added: int = 0
     users_added: int = 0
     roles_added: int = 0
+    instances_started: int = 0
     deployed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -110,7 +111,7 @@ class DemoReport:
     def lines(self) -> list[str]:
         out = [
             f"demo directory: {self.orgs_added} organisations, {self.users_added} people, "
-            f"{self.roles_added} roles added"
+            f"{self.roles_added} roles added; {self.instances_started} demo instances started"
         ]
         out += [f"deployed {d}" for d in self.deployed]
         out += [f"unchanged {d}" for d in self.unchanged]
@@ -134,7 +135,26 @@ def load_demo(engine: Engine, workflows: Path = WORKFLOWS, forms: Path = FORMS) 
             continue
         label = f"{definition.process_key} version {definition.version}"
         (report.unchanged if known else report.deployed).append(label)
+    _start_demo_instances(engine, report)
     return report
+
+
+def _start_demo_instances(engine: Engine, report: DemoReport) -> None:
+    """Projects and pledge cycles at different stages, so the inbox and lists have real work in them."""
+    from web import demo_lifecycle, demo_pledge
+
+    before = _instance_count(engine)
+    for loader in (demo_lifecycle.load, demo_pledge.load):
+        try:
+            loader(engine, {})
+        except EngineError as err:  # a process not deployed yet, say: report it, keep the rest
+            report.problems.append(f"{loader.__module__}: {err.message}")
+    report.instances_started = _instance_count(engine) - before
+
+
+def _instance_count(engine: Engine) -> int:
+    with engine.db.read() as s:
+        return s.execute(select(func.count()).select_from(Instance)).scalar_one()
 
 
 def _deployed(engine: Engine, bundle: WorkflowBundle) -> bool:
