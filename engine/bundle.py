@@ -33,7 +33,7 @@ from engine.sandbox import check_source
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 FORM_PROPERTY = "formJsonSchemaFilename"
 # Spiff extension properties whose values are sandboxed expressions evaluated against task data.
-EXPRESSION_PROPERTIES = ("owner", "dueDate", "priority")
+EXPRESSION_PROPERTIES = ("owner", "dueDate", "priority", "reminderBefore")
 
 
 @dataclass(frozen=True)

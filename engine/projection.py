@@ -36,6 +36,7 @@ class HumanTaskInfo:
     due_at: datetime | None
     priority: int
     stage: str | None
+    remind_before: timedelta | None
 
 
 def properties(task: Task) -> dict[str, str]:
@@ -60,6 +61,7 @@ def describe(task: Task, now: datetime) -> HumanTaskInfo:
         due_at=_due(task, props, now),
         priority=int(_evaluate(task, props.get("priority")) or 0),
         stage=stage_of(task),
+        remind_before=_remind_before(task, props),
     )
 
 
@@ -87,6 +89,20 @@ def _owner(task: Task, props: dict[str, str]) -> str | None:
 
 def _due(task: Task, props: dict[str, str], now: datetime) -> datetime | None:
     return as_datetime(_evaluate(task, props.get("dueDate")), now)
+
+
+DEFAULT_REMINDER = "P1D"
+
+
+def _remind_before(task: Task, props: dict[str, str]) -> timedelta | None:
+    """How long before its due date a task's people are reminded (``reminderBefore``, default a day)."""
+    value = _evaluate(task, props["reminderBefore"]) if "reminderBefore" in props else DEFAULT_REMINDER
+    if not value:
+        return None
+    if isinstance(value, timedelta):
+        return value
+    parsed = TimerEventDefinition.parse_iso_duration(str(value))
+    return TimerEventDefinition.get_timedelta_from_start(parsed)
 
 
 def as_datetime(value: Any, now: datetime) -> datetime | None:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import audit, directory, forms, projection, queries
+from engine import audit, directory, forms, projection, queries, reports
 from engine.bundle import Bundle, Compiled, SpecCache, compile_bundle
 from engine.db import Database
 from engine.errors import Conflict, Forbidden, InvalidState, NotFound, ScriptFailed
@@ -376,6 +376,11 @@ class Engine:
             user = directory.user_by_name(s, viewer) if viewer else None
             return queries.instance_view(s, instance_id, user)
 
+    def yearly_compliance(self, year: int) -> dict[str, reports.Compliance]:
+        """Per grassroots organisation: projects run and problems solved in the year, and shortfalls."""
+        with self.db.read() as s:
+            return reports.yearly_compliance(s, year)
+
     # --- jobs --------------------------------------------------------------------------------------
 
     def run_due_jobs(self, now: datetime | None = None, limit: int = 100, worker: str = "inline") -> int:
@@ -409,11 +414,56 @@ class Engine:
 
     def run_job(self, job_id: int, now: datetime, worker: str) -> None:
         try:
-            self._fire(job_id, now, worker)
+            if self._job_kind(job_id) == "reminder":
+                self._remind(job_id, now, worker)
+            else:
+                self._fire(job_id, now, worker)
         except (Conflict, StaleDataError):
             self._release(job_id)
         except Exception as err:  # any other failure: retry with backoff, then an incident
             self._job_failed(job_id, now, err)
+
+    def _job_kind(self, job_id: int) -> str | None:
+        with self.db.read() as s:
+            return s.execute(select(Job.kind).where(Job.id == job_id)).scalar()
+
+    def _remind(self, job_id: int, now: datetime, worker: str) -> None:
+        """Record that a task's people are due a reminder; no workflow state changes, so no unit of work."""
+        with self.db.write() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.state != "pending" or job.lease_owner != worker:
+                return
+            job.state, job.attempts = "done", job.attempts + 1
+            row = s.execute(
+                select(HumanTask).where(
+                    HumanTask.instance_id == job.instance_id,
+                    HumanTask.task_guid == job.task_guid,
+                    HumanTask.state == "open",
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                return
+            assignee = s.get(User, row.assignee_id).username if row.assignee_id else None
+            audit.append(
+                s,
+                [
+                    audit.PendingEvent(
+                        actor=SYSTEM,
+                        action="task.reminder",
+                        instance_id=row.instance_id,
+                        task_guid=row.task_guid,
+                        org_id=row.org_id,
+                        payload={
+                            "task": row.id,
+                            "title": row.title,
+                            "due_at": row.due_at,
+                            "assignee": assignee,
+                            "candidates": row.candidate_key,
+                        },
+                    )
+                ],
+                now,
+            )
 
     def _fire(self, job_id: int, now: datetime, worker: str) -> None:
         with self.db.read() as s:

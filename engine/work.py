@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from SpiffWorkflow.bpmn import BpmnWorkflow
@@ -102,6 +102,7 @@ class UnitOfWork:
         if self.steps:
             self.record("engine.steps", {"completed": self.steps})
         self._project_human_tasks()
+        self._drop_reminders_of_closed_tasks()
         if self.compiled.waits_for_events:
             self._project_waits()
         self._summarise()
@@ -157,6 +158,7 @@ class UnitOfWork:
         )
         self.session.add(row)
         self.session.flush()
+        self._schedule_reminder(row, info.remind_before)
         self.record(
             "task.created",
             {
@@ -169,6 +171,29 @@ class UnitOfWork:
                 "stage": row.stage,
             },
             task_guid=info.guid,
+        )
+
+    def _schedule_reminder(self, row: HumanTask, remind_before: timedelta | None) -> None:
+        """A reminder job ahead of the due date; the worker turns it into notifications."""
+        if row.due_at is None or remind_before is None:
+            return
+        at = row.due_at - remind_before
+        if at > self.now:
+            self.session.add(
+                Job(instance_id=self.instance.id, kind="reminder", task_guid=row.task_guid, due_at=at)
+            )
+
+    def _drop_reminders_of_closed_tasks(self) -> None:
+        open_guids = select(HumanTask.task_guid).where(
+            HumanTask.instance_id == self.instance.id, HumanTask.state == "open"
+        )
+        self.session.execute(
+            delete(Job).where(
+                Job.instance_id == self.instance.id,
+                Job.kind == "reminder",
+                Job.state.in_(("pending", "held")),
+                Job.task_guid.not_in(open_guids),
+            )
         )
 
     def _project_waits(self) -> None:

@@ -12,13 +12,12 @@ from sqlalchemy import select
 
 from engine import Engine, Forbidden, ValidationFailed
 from engine.directory import add_user, grant
-from engine.models import AuditEvent, HumanTask
+from engine.models import AuditEvent, HumanTask, Job
 from engine.queries import instance_view
-from tests.helpers import assert_chain_intact, inbox_of, later, only_task
+from tests.helpers import actions, assert_chain_intact, inbox_of, later, only_task
 from tests.lifecycle_helpers import (
     PROCESS,
     lifecycle_files,
-    yearly_compliance,
 )
 
 JUDGES = ["judge1", "judge2", "judge3", "judge4", "judge5"]
@@ -195,6 +194,16 @@ def test_decomposition_practice_control_acceptance_promotion(lifecycle: Engine) 
     assert t1.due_at.date().isoformat() == WORK_ITEMS[0]["due_date"]
     assert t2.due_at.date().isoformat() == WORK_ITEMS[1]["due_date"]
     assert inbox_of(engine, "member3") == []
+    with engine.db.read() as s:  # a reminder job a day before each practice task is due
+        reminders = {
+            j.task_guid: j.due_at
+            for j in s.execute(
+                select(Job).where(Job.instance_id == inst_id, Job.kind == "reminder")
+            ).scalars()
+        }
+    # member1's item is overdue from the start (the late item below): no reminder can come ahead of it
+    assert t1.due_at - timedelta(days=1) < later(0)
+    assert reminders == {t2.task_guid: t2.due_at - timedelta(days=1)}
     engine.complete(
         t2.id, "member2", {"progress": {"summary": "完成两期培训", "evidence": ["files/培训签到表.pdf"]}}
     )
@@ -223,7 +232,10 @@ def test_decomposition_practice_control_acceptance_promotion(lifecycle: Engine) 
     with pytest.raises(ValidationFailed):  # a 督办 without its notice text is refused
         do(engine, "office", "supervise", {"supervision_status": "督办"})
     do(engine, "office", "supervise", {"supervision_status": "督办", "notice": "限期十日完成责任区方案"})
-    assert engine.run_due_jobs(later(200)) == 0  # no timer while the rectification is outstanding
+    rounds = actions(engine, inst_id).count("timer.fired")
+    engine.run_due_jobs(later(200))  # a reminder is due by now (the rectification task), but no round
+    assert actions(engine, inst_id).count("timer.fired") == rounds  # no round while rectification is open
+    assert actions(engine, inst_id).count("task.reminder") == 1
     do(engine, "sec1", "rectify", {"rectification_response": "已完成", "rectified_on": TODAY.isoformat()})
 
     # third round: the branch reports completion and the loop ends
@@ -288,9 +300,10 @@ def test_decomposition_practice_control_acceptance_promotion(lifecycle: Engine) 
     assert final.data["brand_name"] == "平安365" and final.data["recommended_excellent"] is True
 
     # (8) yearly compliance per organisation: projects run and problems solved
-    report = yearly_compliance(engine, TODAY.year)
-    assert report["B1"]["projects"] == 1 and report["B1"]["problems_solved"] == 2
-    assert report["B1"]["compliant"] is True and "B2" not in report
+    report = engine.yearly_compliance(TODAY.year)
+    assert (report["B1"].projects, report["B1"].problems_solved, report["B1"].compliant) == (1, 2, True)
+    assert not report["B2"].compliant  # no project at all: listed, and falling short on both counts
+    assert report["B2"].shortfalls == ["党建项目 0 个，少于 1 个", "解决新问题 0 个，少于 2 个"]
 
     # (9) the audit trail has who did what with which data
     with engine.db.read() as s:
@@ -347,4 +360,5 @@ def test_second_fail_at_acceptance_fails_the_project(lifecycle: Engine) -> None:
     assert final.status == "completed" and final.data["outcome"] == "验收不合格"
     assert final.data["acceptance_grade"] == "不合格" and "整改后验收仍不合格" in final.data["failure_reason"]
     assert inbox_of(engine, "office") == [] and inbox_of(engine, "sec1") == []
-    assert yearly_compliance(engine, TODAY.year)["B1"]["problems_solved"] == 1
+    failed = engine.yearly_compliance(TODAY.year)["B1"]
+    assert failed.problems_solved == 1 and failed.shortfalls == ["解决新问题 1 个，少于 2 个"]
