@@ -362,3 +362,24 @@ def test_second_fail_at_acceptance_fails_the_project(lifecycle: Engine) -> None:
     assert inbox_of(engine, "office") == [] and inbox_of(engine, "sec1") == []
     failed = engine.yearly_compliance(TODAY.year)["B1"]
     assert failed.problems_solved == 1 and failed.shortfalls == ["解决新问题 1 个，少于 2 个"]
+
+
+def test_dynamic_control_ends_when_the_project_period_is_over(lifecycle: Engine) -> None:
+    """No completion report needed: a round held after the period's last day ends the control loop.
+
+    The engine's clock is injectable, so a second engine over the same database plays "a year later";
+    the round's scripts and the loop's condition see that moment (engine.sandbox.script_clock).
+    """
+    engine = lifecycle
+    inst_id = to_practice(engine)
+    for member in ("member1", "member2"):
+        engine.complete(only_task(engine, member, "practice").id, member, {"progress": {"summary": "已完成"}})
+    period_end = date.fromisoformat(engine.instance(inst_id).data["period_end"])
+    moment = later((period_end - TODAY).days + 2)
+    year_later = Engine(engine.db, clock=lambda: moment)
+
+    year_later.run_due_jobs(moment)
+    do(year_later, "sec1", "round_report", {"round_summary": "按计划推进"})  # no completion reported
+    do(year_later, "office", "supervise", {"supervision_status": "on_time"})
+    assert only_task(year_later, "sec1", "summary").stage == "考评验收"
+
