@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from engine import EngineError
 from web import create_app
-from web.commands import database, directory, processes, running
+from web.commands import database, directory, processes, running, tasks
 from web.settings import ConfigError
 
 
@@ -56,6 +56,9 @@ for command in (
     directory.user,
     processes.deploy,
     processes.start,
+    tasks.inbox,
+    tasks.task,
+    tasks.instance,
     running.demo,
     running.serve,
     shell_command,
