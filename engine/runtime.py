@@ -268,7 +268,7 @@ class Engine:
             except WorkflowException as err:  # the step itself failed: refuse the submission, keep nothing
                 raise ScriptFailed(f"the process could not accept this submission: {err}") from err
             work.run_engine()
-            row.state, row.completed_by_id, row.completed_at = "completed", user.id, work.now
+            work.close_task(row, "completed", by=user.id)
             if row.assignee_id is None:
                 row.assignee_id, row.assignment = user.id, "claim"
             after = projection.instance_data(work.workflow)

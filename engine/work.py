@@ -41,6 +41,7 @@ class UnitOfWork:
     now: datetime
     events: list[audit.PendingEvent] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
+    _closed_with_due_date: list[str] = field(default_factory=list)
 
     def record(self, action: str, payload: dict[str, Any], task_guid: str | None = None) -> None:
         self.events.append(
@@ -122,8 +123,7 @@ class UnitOfWork:
         ready = {str(t.id): t for t in projection.ready_human_tasks(self.workflow)}
         for guid, row in rows.items():
             if guid not in ready:
-                row.state = "cancelled"
-                row.completed_at = self.now
+                self.close_task(row, "cancelled")
                 self.record("task.cancelled", {"task": row.id, "title": row.title}, task_guid=guid)
         for guid, task in ready.items():
             if guid not in rows:
@@ -183,16 +183,22 @@ class UnitOfWork:
                 Job(instance_id=self.instance.id, kind="reminder", task_guid=row.task_guid, due_at=at)
             )
 
+    def close_task(self, row: HumanTask, state: str, by: int | None = None) -> None:
+        """Mark an inbox row done; its reminder, if it had a due date, goes with it."""
+        row.state, row.completed_at = state, self.now
+        if by is not None:
+            row.completed_by_id = by
+        if row.due_at is not None:
+            self._closed_with_due_date.append(row.task_guid)
+
     def _drop_reminders_of_closed_tasks(self) -> None:
-        open_guids = select(HumanTask.task_guid).where(
-            HumanTask.instance_id == self.instance.id, HumanTask.state == "open"
-        )
+        if not self._closed_with_due_date:  # the common case costs no statement
+            return
         self.session.execute(
             delete(Job).where(
                 Job.instance_id == self.instance.id,
                 Job.kind == "reminder",
-                Job.state.in_(("pending", "held")),
-                Job.task_guid.not_in(open_guids),
+                Job.task_guid.in_(self._closed_with_due_date),
             )
         )
 
