@@ -224,17 +224,22 @@ class Engine:
         key_prefix: str,
         data: Mapping[str, Any] | None = None,
         role: str = "party_member",
+        data_for: Callable[[str, str, list[str]], Mapping[str, Any]] | None = None,
     ) -> list[tuple[str, Instance, bool]]:
         """One instance per holder of ``role`` in the organisation (e.g. a branch's yearly pledge cycle).
 
         Idempotent: the business key is ``<key_prefix>:<username>``, so running it again starts only
-        for members added since. Each start is its own unit of work.
+        for members added since. ``data_for(username, display_name, all usernames)`` adds a member's
+        own data (their post, their peers). Each start is its own unit of work.
         """
         with self.db.read() as s:
             members = directory.holders(s, org, role)
+        everyone = [username for username, _ in members]
         results = []
         for username, display_name in members:
             member_data = {**dict(data or {}), "member": username, "member_name": display_name}
+            if data_for is not None:
+                member_data.update(data_for(username, display_name, everyone))
             instance, created = self.start_once(
                 process_key, actor, org, f"{key_prefix}:{username}", member_data
             )

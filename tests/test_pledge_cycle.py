@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from engine import Engine, Forbidden
-from engine.directory import add_user, grant, holders
+from engine.directory import add_user, grant
 from engine.models import AuditEvent, Instance, Organisation
 from engine.queries import instance_view
 from tests.helpers import assert_chain_intact, inbox_of, later, only_task
@@ -84,38 +84,27 @@ def start_year(
 ) -> list[int]:
     """Start one pledge cycle per party member of the branch, keyed ``pledge:{year}:{username}``.
 
-    Members who already have an instance for the year are skipped, so running it again starts only
-    for members added since. ``peers`` (the branch's other members) feeds the 党员互评 multi-instance.
-    Returns the ids of the instances started by this call.
+    Engine.start_for_members skips members who already have one for the year (a unique business
+    key decides races), so running it again starts only for members added since. ``peers`` (the
+    branch's other members) feeds the 党员互评 multi-instance. Returns the ids started by this call.
     """
-    with engine.db.read() as s:
-        members = holders(s, branch_code, "party_member")
-        keys = {f"pledge:{year}:{username}": username for username, _ in members}
-        existing = set(
-            s.execute(
-                select(Instance.business_key).where(
-                    Instance.process_key == PROCESS, Instance.business_key.in_(list(keys))
-                )
-            ).scalars()
-        )
-    usernames = [u for u, _ in members]
-    started = []
-    for username, display_name in members:
-        key = f"pledge:{year}:{username}"
-        if key in existing:
-            continue
-        data = {
+
+    def own(username: str, display_name: str, everyone: list[str]) -> dict[str, Any]:
+        return {
             "title": f"{year} 年党员承诺践诺 · {display_name}",
-            "member": username,
-            "member_name": display_name,
             "post": (posts or {}).get(username, "党员责任岗"),
-            "year": year,
-            "peers": [u for u in usernames if u != username],
-            **TIMING,
-            **(timing or {}),
+            "peers": [u for u in everyone if u != username],
         }
-        started.append(engine.start(PROCESS, actor, branch_code, data, business_key=key).id)
-    return started
+
+    results = engine.start_for_members(
+        PROCESS,
+        actor,
+        branch_code,
+        f"pledge:{year}",
+        {"year": year, **TIMING, **(timing or {})},
+        data_for=own,
+    )
+    return [instance.id for _, instance, created in results if created]
 
 
 # --- yearly figures: what a dashboard query should return ------------------------------------------
