@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,18 @@ from engine.state import StateSerializer
 from engine.work import SYSTEM, UnitOfWork
 
 MAX_JOB_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimed job, with what running it needs, so it is not read again before its unit of work."""
+
+    id: int
+    kind: str
+    instance_id: int
+    task_guid: str | None
+
+
 LEASE = timedelta(minutes=5)
 
 
@@ -391,13 +404,12 @@ class Engine:
     def run_due_jobs(self, now: datetime | None = None, limit: int = 100, worker: str = "inline") -> int:
         """Fire every job due by ``now`` (our clock, not SpiffWorkflow's); return how many ran."""
         now = now or self.clock()
-        ran = 0
-        for job_id in self.claim_due_jobs(now, limit, worker):
-            self.run_job(job_id, now, worker)
-            ran += 1
-        return ran
+        leases = self.claim_due_jobs(now, limit, worker)
+        for lease in leases:
+            self.run_job(lease, now, worker)
+        return len(leases)
 
-    def claim_due_jobs(self, now: datetime, limit: int, worker: str) -> list[int]:
+    def claim_due_jobs(self, now: datetime, limit: int, worker: str) -> list[Lease]:
         """Lease due jobs to a worker; SKIP LOCKED lets many workers share the table on PostgreSQL."""
         with self.db.write() as s:
             query = (
@@ -415,22 +427,18 @@ class Engine:
             jobs = list(s.execute(query).scalars())
             for job in jobs:
                 job.lease_owner, job.lease_until = worker, now + LEASE
-            return [j.id for j in jobs]
+            return [Lease(j.id, j.kind, j.instance_id, j.task_guid) for j in jobs]
 
-    def run_job(self, job_id: int, now: datetime, worker: str) -> None:
+    def run_job(self, lease: Lease, now: datetime, worker: str) -> None:
         try:
-            if self._job_kind(job_id) == "reminder":
-                self._remind(job_id, now, worker)
+            if lease.kind == "reminder":
+                self._remind(lease.id, now, worker)
             else:
-                self._fire(job_id, now, worker)
+                self._fire(lease, now, worker)
         except (Conflict, StaleDataError):
-            self._release(job_id)
+            self._release(lease.id)
         except Exception as err:  # any other failure: retry with backoff, then an incident
-            self._job_failed(job_id, now, err)
-
-    def _job_kind(self, job_id: int) -> str | None:
-        with self.db.read() as s:
-            return s.execute(select(Job.kind).where(Job.id == job_id)).scalar()
+            self._job_failed(lease.id, now, err)
 
     def _remind(self, job_id: int, now: datetime, worker: str) -> None:
         """Record that a task's people are due a reminder; no workflow state changes, so no unit of work."""
@@ -470,14 +478,10 @@ class Engine:
                 now,
             )
 
-    def _fire(self, job_id: int, now: datetime, worker: str) -> None:
-        with self.db.read() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.state != "pending" or job.lease_owner != worker:
-                return
-            instance_id, guid = job.instance_id, job.task_guid
-        with self._unit(instance_id, SYSTEM, now=now) as work:
-            job = work.session.get(Job, job_id)
+    def _fire(self, lease: Lease, now: datetime, worker: str) -> None:
+        job_id, guid = lease.id, lease.task_guid
+        with self._unit(lease.instance_id, SYSTEM, now=now) as work:
+            job = work.session.get(Job, job_id)  # under the instance's lock: the authoritative check
             if job is None or job.state != "pending" or job.lease_owner != worker:
                 return
             job.state = "done"
