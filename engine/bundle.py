@@ -31,6 +31,7 @@ from engine.safexml import UnsafeXML, parse_xml
 from engine.sandbox import check_source
 
 BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
+SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
 FORM_PROPERTY = "formJsonSchemaFilename"
 # Spiff extension properties whose values are sandboxed expressions evaluated against task data.
 EXPRESSION_PROPERTIES = ("owner", "dueDate", "priority", "reminderBefore")
@@ -222,7 +223,6 @@ def _called(specs: Mapping[str, BpmnProcessSpec], key: str, seen: set[str] | Non
     return seen
 
 
-SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
 DMN_NAMESPACES = (
     "https://www.omg.org/spec/DMN/20191111/MODEL/",
     "http://www.omg.org/spec/DMN/20180521/MODEL/",

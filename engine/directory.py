@@ -82,6 +82,11 @@ def holders(session: Session, org_code: str, role: str) -> list[tuple[str, str]]
     return [(u, d) for u, d in rows]
 
 
+def active_user_id(session: Session, username: str) -> int | None:
+    """The id of an active user, or None: for names that come from process data, not from a login."""
+    return session.execute(select(User.id).where(User.username == username, User.active)).scalar()
+
+
 def user_by_name(session: Session, username: str) -> User:
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     if user is None or not user.active:
@@ -133,31 +138,25 @@ def join_group(session: Session, username: str, group: str) -> GroupMember:
     return row
 
 
+def _holds(session: Session, user_id: int, roles: tuple[str, ...] | None, org_id: int | None) -> bool:
+    """Whether the user holds one of ``roles`` (any role: None) in ``org_id`` or above it (anywhere: None)."""
+    query = select(Membership.id).where(Membership.user_id == user_id)
+    if roles is not None:
+        query = query.where(Membership.role.in_(roles))
+    if org_id is not None:
+        query = query.where(Membership.org_id.in_(ancestors(session, org_id)))
+    return session.execute(query.limit(1)).first() is not None
+
+
 def holds_role_anywhere(session: Session, user_id: int, roles: tuple[str, ...]) -> bool:
-    hit = session.execute(
-        select(Membership.id).where(Membership.user_id == user_id, Membership.role.in_(roles)).limit(1)
-    ).first()
-    return hit is not None
+    return _holds(session, user_id, roles, None)
 
 
 def holds_role_above(session: Session, user_id: int, org_id: int, roles: tuple[str, ...]) -> bool:
     """Whether the user holds one of the roles in the organisation or one above it."""
-    hit = session.execute(
-        select(Membership.id)
-        .where(
-            Membership.user_id == user_id,
-            Membership.role.in_(roles),
-            Membership.org_id.in_(ancestors(session, org_id)),
-        )
-        .limit(1)
-    ).first()
-    return hit is not None
+    return _holds(session, user_id, roles, org_id)
 
 
 def sees_org(session: Session, user_id: int, org_id: int) -> bool:
     """A user sees an organisation's instances if they hold any role in it or in an organisation above it."""
-    chain = ancestors(session, org_id)
-    hit = session.execute(
-        select(Membership.id).where(Membership.user_id == user_id, Membership.org_id.in_(chain)).limit(1)
-    ).first()
-    return hit is not None
+    return _holds(session, user_id, None, org_id)

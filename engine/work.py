@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from engine import audit, directory, history, projection
 from engine.bundle import Compiled
-from engine.models import HumanTask, Incident, Instance, Job, MessageWait, User
+from engine.models import HumanTask, Incident, Instance, Job, MessageWait
 from engine.sandbox import ScriptTimeout, find_script_refusal
 
 SYSTEM = "system"
@@ -131,7 +131,7 @@ class UnitOfWork:
 
     def _open_task(self, task: Task) -> None:
         info = projection.describe(task, self.now)
-        owner = _user_id(self.session, info.owner) if info.owner else None
+        owner = directory.active_user_id(self.session, info.owner) if info.owner else None
         if owner is not None:
             assignee, assignment, candidate = owner, "owner", None
         elif info.lane:
@@ -274,7 +274,3 @@ def incident_kind(err: WorkflowException, refusal: Exception | None) -> str:
     if refusal is not None:
         return "script_timeout" if isinstance(refusal, ScriptTimeout) else "script_refused"
     return "data" if isinstance(err, WorkflowDataException) else "script"
-
-
-def _user_id(session: Session, username: str) -> int | None:
-    return session.execute(select(User.id).where(User.username == username, User.active)).scalar()

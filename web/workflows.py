@@ -15,11 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.bundle import BPMN_NS, FORM_PROPERTY, SPIFF_NS
 from engine.safexml import UnsafeXML, parse_xml
 
-BPMN_NS = "http://www.omg.org/spec/BPMN/20100524/MODEL"
-SPIFF_NS = "http://spiffworkflow.org/bpmn/schema/1.0/core"
-FORM_PROPERTY = "formJsonSchemaFilename"
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 FORMS = ROOT / "forms"
