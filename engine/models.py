@@ -82,6 +82,10 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Sign-in lock-out: consecutive failures since the last success, and until when it is locked.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    locale: Mapped[str | None] = mapped_column(String(8))  # zh_CN|en, remembered across sessions
 
 
 class Membership(Base):
@@ -193,6 +197,8 @@ class HumanTask(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     completed_at: Mapped[datetime | None] = mapped_column()
+    # Set once when the overdue task has been escalated to the lane's supervisor role.
+    escalated_at: Mapped[datetime | None] = mapped_column()
 
 
 class Job(Base):
@@ -270,3 +276,96 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A published chain head: whoever holds (seq, hash) can later prove history up to it unchanged."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+# --- around the processes ------------------------------------------------------------------------
+
+
+class BoardFeedback(Base):
+    """Supervision feedback (群众监督) left by the masses on a public post sign.
+
+    The sender's address is kept only as a keyed hash: enough to rate-limit, not to identify.
+    """
+
+    __tablename__ = "board_feedback"
+    __table_args__ = (
+        Index("ix_board_feedback_instance", "instance_id", "id"),
+        Index("ix_board_feedback_address", "address_hash", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"))
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    author: Mapped[str | None] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text)
+    address_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    hidden: Mapped[bool] = mapped_column(default=False)
+    hidden_by_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    hidden_at: Mapped[datetime | None] = mapped_column()
+    hidden_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class Attachment(Base):
+    """An uploaded file (evidence, minutes): bytes on disk under the attachments directory, facts here."""
+
+    __tablename__ = "attachment"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("human_task.id"))
+    uploaded_by_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Notification(Base):
+    """An in-app notice (reminder, escalation). ``dedupe_key`` makes each one go out once only."""
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        UniqueConstraint("user_id", "dedupe_key"),
+        Index("ix_notification_user_unread", "user_id", "read_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    kind: Mapped[str] = mapped_column(String(32))  # reminder|overdue|escalation|incident
+    title: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str | None] = mapped_column(Text)
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instance.id"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("human_task.id"))
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiToken(Base):
+    """A bearer token for the REST API. Only its SHA-256 is stored; the token is shown once."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(12))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from engine import directory
@@ -45,6 +45,24 @@ def inbox(s: Session, user_id: int, f: InboxFilter | None = None) -> list[HumanT
         query = _filtered(select(HumanTask).where(who, HumanTask.state == "open"), f)
         rows.extend(s.execute(query.order_by(HumanTask.id).limit(f.limit)).scalars())
     return sorted(rows, key=lambda r: r.id)[: f.limit]
+
+
+def inbox_count(s: Session, user_id: int, cap: int = 100) -> int:
+    """How many open tasks ``inbox`` would list, counted up to ``cap`` (the nav shows "99+").
+
+    Each source is counted over at most ``cap`` index entries, so the count stays cheap for a
+    role with a backlog of thousands.
+    """
+    sources = [HumanTask.assignee_id == user_id]
+    sources += [
+        (HumanTask.candidate_key == key) & HumanTask.assignee_id.is_(None)
+        for key in directory.user_keys(s, user_id)
+    ]
+    total = 0
+    for who in sources:
+        capped = select(HumanTask.id).where(who, HumanTask.state == "open").limit(cap).subquery()
+        total += s.execute(select(func.count()).select_from(capped)).scalar_one()
+    return min(total, cap)
 
 
 def _filtered(query: Select[tuple[HumanTask]], f: InboxFilter) -> Select[tuple[HumanTask]]:

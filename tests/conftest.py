@@ -87,3 +87,6 @@ def pg_engine(pg_db: Database) -> Engine:
 
     seed_directory(pg_db)
     return Engine(pg_db, script_time_budget=1.0)
+
+
+pytest_plugins = ["tests.web"]

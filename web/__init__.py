@@ -10,10 +10,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from flask_wtf.csrf import CSRFProtect
 
 from engine import Database, Engine
-from web import formatting, health, home, security, settings
+from web import (
+    admin,
+    audit_ui,
+    auth,
+    board,
+    errors,
+    formatting,
+    health,
+    home,
+    i18n,
+    inbox,
+    incidents,
+    instances,
+    nav,
+    notifications,
+    security,
+    settings,
+    tasks,
+    vendor,
+)
 from web.extension import attach, current_engine, engine_of
+
+csrf = CSRFProtect()
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | None = None) -> Flask:
@@ -25,10 +47,27 @@ def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | 
     app = Flask(__name__, instance_path=instance_path)
     settings.configure(app, config or {})
     attach(app, Engine(Database(app.config[settings.DATABASE_URL])))
+    csrf.init_app(app)
     security.init_app(app)
     formatting.init_app(app)
-    app.register_blueprint(home.bp)
-    app.register_blueprint(health.bp)
+    i18n.init_app(app)
+    auth.init_app(app)
+    errors.init_app(app)
+    nav.init_app(app)
+    for blueprint in (
+        home.bp,
+        health.bp,
+        vendor.bp,
+        inbox.bp,
+        tasks.bp,
+        instances.bp,
+        board.bp,
+        admin.bp,
+        audit_ui.bp,
+        incidents.bp,
+        notifications.bp,
+    ):
+        app.register_blueprint(blueprint)
     return app
 
 

@@ -3,7 +3,8 @@
 Why it exists: a new user runs ``make run`` and sees a populated product without typing anything.
 Loading is idempotent — organisations are matched by code, people by username, roles by
 (person, organisation, role) and definitions by content hash — so ``qizhi demo`` and every
-``QIZHI_DEMO=1`` start can run it again and add nothing twice. No passwords: sign-in comes later.
+``QIZHI_DEMO=1`` start can run it again and add nothing twice. Every demo account gets the one
+published demo password, which is why the demo is for trying the product, never for real data.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from sqlalchemy.orm import Session
 
 from engine import BundleInvalid, Engine, EngineError
 from engine.bundle import Bundle
-from engine.directory import add_org, add_user, grant
+from engine.directory import ROLES, add_org, add_user, grant
 from engine.models import Definition, Instance, Membership, Organisation, User
+from web.passwords import hash_password
 from web.workflows import FORMS, WORKFLOWS, WorkflowBundle, discover
 
 COMMITTEE = "DEMO"
 DESIGNER = "luoyi"
+DEMO_PASSWORD = "qizhi-demo"
 
 # (code, name, parent code, kind); parents come before their children.
 ORGS: list[tuple[str, str, str | None, str]] = [
@@ -94,6 +97,23 @@ GROUP_MEMBERS = [("xiaoyu", "DEMO-BD-1"), ("chengpeng", "DEMO-BD-1"), ("yuanfang
 
 def usernames() -> list[str]:
     return [username for username, _, _ in ACCOUNTS]
+
+
+@dataclass
+class SignInHelp:
+    """What the sign-in page shows in demo mode: the password and, per role, who to sign in as."""
+
+    password: str
+    roles: list[tuple[str, list[Person]]]
+
+
+def sign_in_help(per_role: int = 3) -> SignInHelp:
+    by_role: dict[str, list[Person]] = {role: [] for role in ROLES}
+    for username, display, roles in ACCOUNTS:
+        for _org, role in roles:
+            if len(by_role[role]) < per_role:
+                by_role[role].append((username, display))
+    return SignInHelp(DEMO_PASSWORD, [(ROLES[r], people) for r, people in by_role.items() if people])
 
 
 @dataclass
@@ -174,9 +194,10 @@ def _load_directory(s: Session, report: DemoReport) -> None:
             report.orgs_added += 1
     grants = [(u, org, role) for u, _, roles in ACCOUNTS for org, role in roles]
     grants += [(u, org, "party_member") for u, org in GROUP_MEMBERS]
+    password = hash_password(DEMO_PASSWORD)  # one hash for all: forty scrypt runs would slow every start
     for username, display, _ in ACCOUNTS:
         if s.execute(select(User.id).where(User.username == username)).first() is None:
-            add_user(s, username, display)
+            add_user(s, username, display).password_hash = password
             report.users_added += 1
     for username, org, role in grants:
         held = s.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template
 
 from web import settings
+from web.access import login_required
 from web.extension import current_engine
 from web.overview import overview
 
@@ -14,6 +15,7 @@ STATUS_LABELS = {"running": "运行中", "completed": "已完成", "failed": "�
 
 
 @bp.get("/")
+@login_required
 def index() -> str:
     engine = current_engine()
     demo_mode = bool(current_app.config[settings.DEMO])

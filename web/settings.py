@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from flask import Flask
 DATABASE_URL = "QIZHI_DATABASE_URL"
 SECRET_KEY = "QIZHI_SECRET_KEY"
 DEMO = "QIZHI_DEMO"
+ATTACHMENTS_DIR = "QIZHI_ATTACHMENTS_DIR"
+SECURE_COOKIES = "QIZHI_SECURE_COOKIES"
+MAX_UPLOAD_MB = 20
 SECRET_FILE = "secret_key"
 DATABASE_FILE = "qizhi.db"
 
@@ -32,12 +36,36 @@ class ConfigError(ValueError):
 
 def configure(app: Flask, overrides: Mapping[str, Any]) -> None:
     """Fill ``app.config``: QIZHI_DATABASE_URL, SECRET_KEY, QIZHI_DEMO, plus any other overrides given."""
-    app.config.update({k: v for k, v in overrides.items() if k not in (DATABASE_URL, SECRET_KEY, DEMO)})
+    own = (DATABASE_URL, SECRET_KEY, DEMO, ATTACHMENTS_DIR, SECURE_COOKIES)
+    app.config.update({k: v for k, v in overrides.items() if k not in own})
     instance = Path(app.instance_path)
     url = _lookup(overrides, DATABASE_URL) or f"sqlite:///{instance / DATABASE_FILE}"
     app.config[DATABASE_URL] = url
     app.config["SECRET_KEY"] = _lookup(overrides, SECRET_KEY) or stored_secret(instance)
     app.config[DEMO] = flag(_lookup(overrides, DEMO), DEMO)
+    app.config[ATTACHMENTS_DIR] = str(_lookup(overrides, ATTACHMENTS_DIR) or instance / "attachments")
+    secure = flag(_lookup(overrides, SECURE_COOKIES), SECURE_COOKIES)
+    _session_cookies(app, secure)
+
+
+def _session_cookies(app: Flask, secure: bool) -> None:
+    """HttpOnly, SameSite=Lax, 8-hour sessions; Secure when served over HTTPS (QIZHI_SECURE_COOKIES=1).
+
+    Secure is off by default only because ``make run`` serves plain http on localhost; behind TLS,
+    production sets it on.
+    """
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_NAME="qizhi_session",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        MAX_CONTENT_LENGTH=MAX_UPLOAD_MB * 1024 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,  # valid for the session's life: a long form must not expire mid-typing
+    )
 
 
 def _lookup(overrides: Mapping[str, Any], name: str) -> Any:
