@@ -89,4 +89,4 @@ def pg_engine(pg_db: Database) -> Engine:
     return Engine(pg_db, script_time_budget=1.0)
 
 
-pytest_plugins = ["tests.web"]
+pytest_plugins = ["tests.web", "tests.browser"]

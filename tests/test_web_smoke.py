@@ -19,8 +19,9 @@ from engine import Database
 from engine.directory import ROLES
 from engine.models import AuditEvent, Definition, GroupMember, Membership, Organisation, User
 from tests.conftest import FIXTURES
+from tests.web import make_app, sign_in
 from web import create_app, engine_of
-from web.demo import ACCOUNTS, COMMITTEE, DESIGNER, load_demo
+from web.demo import ACCOUNTS, COMMITTEE, DEMO_PASSWORD, DESIGNER, load_demo
 from web.security import HEADERS
 from web.settings import ConfigError
 from web.ticker import DueJobTicker
@@ -59,14 +60,12 @@ def counts(db: Database) -> dict[str, int]:
         }
 
 
-def test_home_page_shows_definitions_instances_tasks_audit_and_demo_accounts(
-    app: Flask, tmp_path: Path
-) -> None:
+def test_home_page_shows_definitions_instances_tasks_and_audit(app: Flask, tmp_path: Path) -> None:
     engine = engine_of(app)
     load_demo(engine, *sample_folders(tmp_path))
     engine.start("approval", "liuyang", "DEMO-JG", {"title": "红旗党建品牌"})
 
-    page = app.test_client().get("/")
+    page = sign_in(app, "liuyang", DEMO_PASSWORD).get("/")
 
     html = page.get_data(as_text=True)
     assert page.status_code == 200
@@ -74,13 +73,25 @@ def test_home_page_shows_definitions_instances_tasks_audit_and_demo_accounts(
     assert "项目申报审批" in html and "approval" in html and DESIGNER in html
     assert "运行中" in html and "待办任务" in html
     assert "审计链完整" in html
-    assert "王建国" in html and "wangjianguo" in html and "支部书记" in html
+
+
+def test_demo_sign_in_page_lists_accounts_by_role_only_in_demo_mode(
+    app: Flask, db: Database, tmp_path: Path
+) -> None:
+    load_demo(engine_of(app), *sample_folders(tmp_path))
+
+    demo_page = app.test_client().get("/login").get_data(as_text=True)
+    plain = make_app(db, tmp_path / "plain").test_client().get("/login").get_data(as_text=True)
+
+    assert "王建国" in demo_page and "wangjianguo" in demo_page and "支部书记" in demo_page
+    assert DEMO_PASSWORD in demo_page
+    assert "wangjianguo" not in plain and DEMO_PASSWORD not in plain and "演示账号" not in plain
 
 
 def test_every_response_carries_the_security_headers(app: Flask) -> None:
     engine_of(app).db.upgrade()
     client = app.test_client()
-    for path in ("/", "/healthz", "/static/qizhi.css"):
+    for path in ("/login", "/healthz", "/static/qizhi.css"):
         response = client.get(path)
         assert response.status_code == 200, path
         for name, value in HEADERS.items():
@@ -105,7 +116,7 @@ def test_page_text_from_a_bpmn_is_escaped(app: Flask, tmp_path: Path) -> None:
     forms = {n: (FIXTURES / n).read_bytes() for n in ("apply.json", "review.json")}
     engine.deploy({"approval.bpmn": hostile, **forms}, DESIGNER)
 
-    html = app.test_client().get("/").get_data(as_text=True)
+    html = sign_in(app, DESIGNER, DEMO_PASSWORD).get("/").get_data(as_text=True)
 
     assert "<script>" not in html and "&lt;script&gt;x()&lt;/script&gt;" in html
 
@@ -113,10 +124,11 @@ def test_page_text_from_a_bpmn_is_escaped(app: Flask, tmp_path: Path) -> None:
 def test_a_tampered_audit_trail_shows_as_broken(app: Flask, tmp_path: Path) -> None:
     engine = engine_of(app)
     load_demo(engine, *sample_folders(tmp_path))
+    client = sign_in(app, "xuhui", DEMO_PASSWORD)
     with engine.db.write() as s:
         s.execute(text("UPDATE audit_event SET actor = 'mallory' WHERE seq = 1"))
 
-    html = app.test_client().get("/").get_data(as_text=True)
+    html = client.get("/").get_data(as_text=True)
 
     assert "审计链已损坏" in html and "第 1 条" in html
 

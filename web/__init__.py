@@ -18,6 +18,7 @@ from web import (
     audit_ui,
     auth,
     board,
+    dashboard,
     errors,
     formatting,
     health,
@@ -66,6 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | 
         audit_ui.bp,
         incidents.bp,
         notifications.bp,
+        dashboard.bp,
     ):
         app.register_blueprint(blueprint)
     return app

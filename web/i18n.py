@@ -40,12 +40,20 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT)
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     Babel(app, locale_selector=select_locale)
-    app.jinja_env.globals.update(form_text=form_text, locales=LOCALES, html_lang=html_lang)
+    app.jinja_env.globals.update(
+        form_text=form_text, locales=LOCALES, html_lang=html_lang, locale_code=locale_code
+    )
     app.register_blueprint(bp)
 
 
+def locale_code() -> str:
+    """The request's language as one of LOCALES' keys (Babel reports zh_CN as zh_Hans_CN)."""
+    locale = get_locale()
+    return DEFAULT if locale is None or locale.language == "zh" else locale.language
+
+
 def html_lang() -> str:
-    return "zh-CN" if str(get_locale()) == DEFAULT else str(get_locale())
+    return "zh-CN" if locale_code() == DEFAULT else locale_code()
 
 
 def form_text(text: str | None) -> str:

@@ -61,5 +61,11 @@ def nav_context() -> dict[str, Any]:
     return {"nav_sections": visible_sections(), "nav_counts": counts}
 
 
+def has_endpoint(name: str) -> bool:
+    """For templates: link to a page only if its blueprint provides it."""
+    return name in current_app.view_functions
+
+
 def init_app(app: Flask) -> None:
     app.context_processor(nav_context)
+    app.jinja_env.globals["has_endpoint"] = has_endpoint
