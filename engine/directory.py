@@ -8,11 +8,17 @@ group. The resolution is written into ``human_task.candidate_key`` so the inbox 
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from engine.errors import NotFound
-from engine.models import GroupMember, Membership, Organisation, User
+from engine import audit
+from engine.errors import EngineError, NotFound
+from engine.models import GroupMember, Instance, Membership, Organisation, User, utcnow
 
 ROLES: dict[str, str] = {
     "party_committee": "公司党委",

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from engine import directory
+from engine.bundle import BPMN_NS, SPIFF_NS
 from engine.errors import Forbidden, NotFound
-from engine.models import HumanTask, Incident, Instance, User
+from engine.models import Definition, HumanTask, Incident, Instance, Membership, Organisation, User
+from engine.safexml import parse_xml
 
 
 @dataclass

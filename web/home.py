@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
 
 from web import settings
 from web.access import login_required
@@ -11,7 +13,9 @@ from web.overview import overview
 
 bp = Blueprint("home", __name__)
 
-STATUS_LABELS = {"running": "运行中", "completed": "已完成", "failed": "失败"}
+STATUS_LABELS = {"running": _l("运行中"), "completed": _l("已完成"), "failed": _l("失败")}
+# Who sees the installation-wide overview (definitions, counts, chain status); others see their work.
+OVERSEERS = ("party_committee", "party_office", "auditor", "designer", "admin")
 
 
 @bp.get("/")
@@ -21,7 +25,7 @@ def index() -> str:
     demo_mode = bool(current_app.config[settings.DEMO])
     return render_template(
         "home.html",
-        view=overview(engine, with_demo_accounts=demo_mode),
+        view=overview(engine) if current_user.has_role(*OVERSEERS) else None,
         demo_mode=demo_mode,
         database=engine.db.engine.dialect.name,
         status_labels=STATUS_LABELS,

@@ -14,9 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine import Engine, audit
-from engine.directory import ROLES
-from engine.models import Definition, HumanTask, Instance, Membership, Organisation, User
-from web import demo
+from engine.models import Definition, HumanTask, Instance
 
 STATUSES = ("running", "completed", "failed")
 
@@ -39,29 +37,14 @@ class OpenTasks:
 
 
 @dataclass(frozen=True)
-class DemoAccount:
-    username: str
-    display_name: str
-    organisation: str
-
-
-@dataclass(frozen=True)
-class RoleAccounts:
-    role: str
-    label: str
-    accounts: list[DemoAccount]
-
-
-@dataclass(frozen=True)
 class Overview:
     definitions: list[DeployedDefinition]
     instances: dict[str, int]
     open_tasks: list[OpenTasks]
     audit: audit.Verdict
-    demo_accounts: list[RoleAccounts]
 
 
-def overview(engine: Engine, with_demo_accounts: bool) -> Overview:
+def overview(engine: Engine) -> Overview:
     with engine.db.read() as s:
         definitions = _definitions(s)
         names = {d.process_key: d.name for d in reversed(definitions)}  # newest version's name wins
@@ -70,7 +53,6 @@ def overview(engine: Engine, with_demo_accounts: bool) -> Overview:
             instances=_instance_counts(s),
             open_tasks=_open_tasks(s, names),
             audit=audit.verify(s),
-            demo_accounts=_demo_accounts(s) if with_demo_accounts else [],
         )
     return result
 
@@ -103,19 +85,3 @@ def _open_tasks(s: Session, names: dict[str, str]) -> list[OpenTasks]:
         .order_by(HumanTask.process_key, HumanTask.stage)
     )
     return [OpenTasks(key, names.get(key, key), stage, n) for key, stage, n in rows]
-
-
-def _demo_accounts(s: Session) -> list[RoleAccounts]:
-    rows = s.execute(
-        select(Membership.role, User.username, User.display_name, Organisation.name)
-        .join(User, User.id == Membership.user_id)
-        .join(Organisation, Organisation.id == Membership.org_id)
-        .where(User.username.in_(demo.usernames()), User.active.is_(True))
-        .order_by(Organisation.id, User.id)
-    )
-    by_role: dict[str, list[DemoAccount]] = {role: [] for role in ROLES}
-    for role, username, display, org in rows:
-        by_role.setdefault(role, []).append(DemoAccount(username, display, org))
-    return [
-        RoleAccounts(role, ROLES.get(role, role), accounts) for role, accounts in by_role.items() if accounts
-    ]
