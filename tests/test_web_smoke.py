@@ -71,7 +71,7 @@ def test_home_page_shows_definitions_instances_tasks_and_audit(app: Flask, tmp_p
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert "刘洋" in secretary and "已部署的流程定义" not in secretary and "审计链" not in secretary
-    assert '<html lang="zh-CN">' in html and "<title>旗帜" in html
+    assert '<html lang="zh-CN">' in html and "<title>首页 · 旗帜" in html
     assert "项目申报审批" in html and "approval" in html and DESIGNER in html
     assert "运行中" in html and "待办任务" in html
     assert "审计链完整" in html
