@@ -14,17 +14,23 @@ Where the cycles end up (this year):
 Data the public board (挂牌亮诺) reads from ``instance.data``: ``post``, ``member``, ``member_name``,
 ``year``, ``pledges`` (each ``category``/``target``/``measure``/``deadline``), ``published`` (True
 once the branch has hung the sign), ``sign_location``, ``published_on`` and ``progress_status``.
+
+The published posts get a few masses' feedback entries (群众监督), one of them an advert the
+branch secretary has hidden, so /board and /board/moderate have something to show. A post that
+already has feedback is left alone, so this too adds nothing on a second run.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from engine import Engine
-from engine.directory import holders
-from engine.models import Definition, HumanTask, Instance
+from engine import board as board_model
+from engine.directory import holders, org_by_code, user_by_name
+from engine.models import BoardFeedback, Definition, HumanTask, Instance
 
 PROCESS = "pledge_cycle"
 TIMING = {"period": "P3M", "quarters": 4, "remind_after": "P15D", "warn_after": "P15D"}
@@ -121,7 +127,50 @@ def load(engine: Engine, actor_by_role: dict[str, str]) -> list[int]:
             instance = engine.start(PROCESS, starter, branch, data, business_key=key)
             started.append(instance.id)
             _advance(engine, instance.id, username, secretary, goal, _pledges(year, post), year)
+        _feedback(engine, branch, secretary, year)
     return started
+
+
+# Feedback the masses leave on a published post, by the member's username: (author, message),
+# oldest first; a third element is the reason the branch secretary hid it.
+FEEDBACK: dict[str, list[tuple[str | None, str, str | None]]] = {
+    "yangfan": [
+        ("王师傅", "支部学习园地更新很及时，宣传栏的内容也通俗易懂，点个赞！", None),
+        (None, "建议把每季度的学习笔记也在公示栏展示一下，方便大家一起学。", None),
+        (None, "高价回收废旧电缆、变压器，量大从优，联系微信 cable-888。", "广告"),
+    ],
+    "zhuting": [("居民李阿姨", "上周在营业厅办业务，窗口的同志耐心讲解电费账单，很满意。", None)],
+    "hujie": [(None, "催缴电费时态度很好，还帮我们开通了线上缴费，希望继续保持。", None)],
+}
+
+
+def _feedback(engine: Engine, branch: str, secretary: str, year: int) -> None:
+    """Leave the demo feedback on the branch's published posts that have none yet (one unit per post)."""
+    now = engine.clock()
+    with engine.db.read() as s:
+        posts = board_model.branch_posts(s, org_by_code(s, branch).id, year, now)
+        ids = {p.id for p in posts}
+        done = set(
+            s.execute(select(BoardFeedback.instance_id).where(BoardFeedback.instance_id.in_(ids))).scalars()
+        )
+        members = dict(
+            s.execute(
+                select(Instance.id, Instance.data["member"].as_string()).where(Instance.id.in_(ids))
+            ).all()
+        )
+    for post in posts:
+        entries = FEEDBACK.get(members.get(post.id) or "", [])
+        if post.id in done or not entries:
+            continue
+        with engine.db.write() as s:
+            for n, (author, body, hide_reason) in enumerate(entries):
+                # Demo entries come from no real address: a distinct made-up one each, so no cap applies.
+                address = board_model.address_hash("qizhi-demo", f"demo:{post.id}:{n}")
+                entry = board_model.post_feedback(s, post.id, author, body, address, now)
+                entry.created_at = now - timedelta(hours=2 * (len(entries) - n))  # spread over the day
+                if hide_reason:
+                    moderator = user_by_name(s, secretary)
+                    board_model.set_hidden(s, entry.id, moderator, True, hide_reason, now)
 
 
 def _advance(
