@@ -19,6 +19,7 @@ from web import (
     auth,
     board,
     dashboard,
+    designer,
     errors,
     formatting,
     health,
@@ -68,6 +69,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | 
         incidents.bp,
         notifications.bp,
         dashboard.bp,
+        designer.bp,
     ):
         app.register_blueprint(blueprint)
     return app
