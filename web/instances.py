@@ -37,7 +37,7 @@ from engine.errors import Forbidden, NotFound
 from engine.models import AuditEvent, Definition, HumanTask, Instance, Membership, Organisation, User
 from engine.runtime import may_act
 from engine.work import SYSTEM
-from web.access import login_required, signed_in_user
+from web.access import login_required, require_role, signed_in_user
 from web.extension import current_engine
 from web.formatting import BEIJING, beijing_time
 
@@ -416,7 +416,7 @@ def _after_start(instance_id: int) -> str:
 
 
 @bp.post("/pledge-cycle")
-@login_required
+@require_role(*BULK_ROLES)
 def pledge_cycle() -> Response:
     """Launch the year's pledge cycle for every member of a branch; running it again starts nothing twice."""
     engine = current_engine()
