@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import audit, directory, forms, projection, queries, reports
+from engine import audit, control, directory, forms, notify, projection, queries, reports, versions, wakeup
 from engine.bundle import Bundle, Compiled, SpecCache, compile_bundle
 from engine.db import Database
 from engine.errors import Conflict, Forbidden, InvalidState, NotFound, ScriptFailed
@@ -56,6 +56,10 @@ class Lease:
 
 
 LEASE = timedelta(minutes=5)
+JobHandler = Callable[[Lease, datetime, str], None]
+# A failed job is retried after 10 s, 20 s, 40 s, ... (at most an hour), then becomes an incident.
+BACKOFF_BASE = timedelta(seconds=10)
+BACKOFF_CAP = timedelta(hours=1)
 
 
 class Engine:
@@ -67,9 +71,13 @@ class Engine:
         *,
         clock: Callable[[], datetime] = utcnow,
         script_time_budget: float = 2.0,
+        channels: notify.Channels | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
+        self.channels = channels or notify.Channels()  # e-mail/webhook for reminders; in-app only if none
+        self.job_signal = wakeup.install(db)  # wakes this process's workers when a job is written
+        self.job_kinds: dict[str, JobHandler] = {}  # more kinds of background work: register_job_kind
         self.specs = SpecCache()
         self.serializer = StateSerializer()
         self.script_engine = make_script_engine(script_time_budget)
@@ -285,6 +293,7 @@ class Engine:
                 task.run()
             except WorkflowException as err:  # the step itself failed: refuse the submission, keep nothing
                 raise ScriptFailed(f"the process could not accept this submission: {err}") from err
+            caused = len(work.events)  # the completion is recorded before what its steps caused
             work.run_engine()
             work.close_task(row, "completed", by=user.id)
             if row.assignee_id is None:
@@ -301,6 +310,7 @@ class Engine:
                 },
                 task_guid=row.task_guid,
             )
+            work.events.insert(caused, work.events.pop())
         return work.instance
 
     def claim(self, task_id: int, actor: str) -> HumanTask:
@@ -308,6 +318,25 @@ class Engine:
 
     def unclaim(self, task_id: int, actor: str) -> HumanTask:
         return self._assign(task_id, actor, claim=False)
+
+    def delegate(self, task_id: int, actor: str, to_username: str) -> HumanTask:
+        """Hand a task to another user who may act on it (its assignee or the party office decides)."""
+        with self.db.write() as s:
+            return control.delegate(s, task_id, actor, to_username, self.clock())
+
+    def suspend(self, instance_id: int, actor: str, reason: str = "") -> Instance:
+        """Party office or admin above the organisation: freeze a running instance (see engine.control)."""
+        with self.db.write() as s:
+            return control.suspend(s, instance_id, actor, reason, self.clock())
+
+    def resume(self, instance_id: int, actor: str, reason: str = "") -> Instance:
+        with self.db.write() as s:
+            return control.resume(s, instance_id, actor, reason, self.clock())
+
+    def terminate(self, instance_id: int, actor: str, reason: str = "") -> Instance:
+        """Party office or admin above the organisation: end an instance, closing its tasks and jobs."""
+        with self.db.write() as s:
+            return control.terminate(s, instance_id, actor, reason, self.clock())
 
     def _assign(self, task_id: int, actor: str, claim: bool) -> HumanTask:
         now = self.clock()
@@ -353,18 +382,35 @@ class Engine:
         return row
 
     def send_message(
-        self, name: str, payload: Any = None, actor: str = SYSTEM, business_key: str | None = None
+        self,
+        name: str,
+        payload: Any = None,
+        actor: str = SYSTEM,
+        business_key: str | None = None,
+        roles: tuple[str, ...] | None = None,
     ) -> list[int]:
-        """Deliver a message to every instance waiting for it (or only those with the business key)."""
+        """Deliver a message to every instance waiting for it (or only those with the business key).
+
+        With ``roles``, only to instances whose organisation (or one above it) ``actor`` holds one of
+        them in: how a person or another system is kept to their own part of the tree.
+        """
         with self.db.read() as s:
             query = (
-                select(MessageWait.instance_id)
+                select(MessageWait.instance_id, Instance.org_id)
                 .join(Instance, Instance.id == MessageWait.instance_id)
                 .where(MessageWait.name == name, Instance.status == "running")
             )
             if business_key is not None:
                 query = query.where(Instance.business_key == business_key)
-            targets = list(s.execute(query.order_by(MessageWait.instance_id)).scalars())
+            found = s.execute(query.order_by(MessageWait.instance_id)).all()
+            if roles is not None:
+                user_id = directory.user_by_name(s, actor).id
+                allowed: dict[int, bool] = {}
+                for _, org_id in found:
+                    if org_id not in allowed:
+                        allowed[org_id] = directory.holds_role_above(s, user_id, org_id, roles)
+                found = [row for row in found if allowed[row.org_id]]
+            targets = [row.instance_id for row in found]
         delivered = []
         for instance_id in targets:
             with self._unit(instance_id, actor) as work:
@@ -376,8 +422,8 @@ class Engine:
                 if not waiting:
                     continue
                 event = BpmnEvent(waiting[0].task_spec.event_definition, payload)
-                work.run_engine(lambda event=event, work=work: work.workflow.catch(event))
                 work.record("message.delivered", {"name": name, "payload": payload})
+                work.run_engine(lambda event=event, work=work: work.workflow.catch(event))
             delivered.append(instance_id)
         return delivered
 
@@ -394,6 +440,26 @@ class Engine:
             user = directory.user_by_name(s, viewer) if viewer else None
             return queries.instance_view(s, instance_id, user)
 
+    def task_data(self, task_id: int) -> dict[str, Any]:
+        """The data an open task starts from: what its form is prefilled with. Empty once it closed.
+
+        It is the waiting task's own copy, not the instance summary: while five judges score, the
+        summary holds whichever sheet came in last, and one judge must never see another's.
+        Reads (never takes) the workflow, so it is for one task page, not for lists.
+        """
+        with self.db.read() as s:
+            row = _task_row(s, task_id)
+            instance = s.get(Instance, row.instance_id)
+            if row.state != "open" or instance is None:
+                return {}
+            compiled = self.compiled(s.get(Definition, instance.definition_id))
+            state = instance.state
+        workflow = self.serializer.loads(
+            state, compiled.specs[compiled.process_key], compiled.subprocess_specs(), self.script_engine
+        )
+        task = workflow.get_task_from_id(UUID(row.task_guid))
+        return audit.normalize(dict(task.data)) if task is not None else {}
+
     def yearly_compliance(self, year: int) -> dict[str, reports.Compliance]:
         """Per grassroots organisation: projects run and problems solved in the year, and shortfalls."""
         with self.db.read() as s:
@@ -409,8 +475,13 @@ class Engine:
             self.run_job(lease, now, worker)
         return len(leases)
 
-    def claim_due_jobs(self, now: datetime, limit: int, worker: str) -> list[Lease]:
-        """Lease due jobs to a worker; SKIP LOCKED lets many workers share the table on PostgreSQL."""
+    def claim_due_jobs(self, now: datetime, limit: int, worker: str, lease: timedelta = LEASE) -> list[Lease]:
+        """Lease due jobs to a worker for ``lease``; SKIP LOCKED lets many workers share the table.
+
+        On PostgreSQL rows another worker is claiming are skipped, not waited for; SQLite's BEGIN
+        IMMEDIATE runs one claim at a time. A lease that runs out (a worker killed mid-job) makes
+        the job claimable again; the job's own transaction rolled back with the dead worker.
+        """
         with self.db.write() as s:
             query = (
                 select(Job)
@@ -426,57 +497,92 @@ class Engine:
                 query = query.with_for_update(skip_locked=True)
             jobs = list(s.execute(query).scalars())
             for job in jobs:
-                job.lease_owner, job.lease_until = worker, now + LEASE
+                job.lease_owner, job.lease_until = worker, now + lease
             return [Lease(j.id, j.kind, j.instance_id, j.task_guid) for j in jobs]
 
-    def run_job(self, lease: Lease, now: datetime, worker: str) -> None:
+    def run_job(self, lease: Lease, now: datetime, worker: str) -> str:
+        """Run one leased job; say how it went, in a few words for the worker's log.
+
+        "done"; "released" (someone changed the instance at the same moment: it runs again soon);
+        "parked" (its instance is stopped or over); or the failure, retried with backoff and after
+        MAX_JOB_ATTEMPTS raised as an incident. A failure stays with its job: it never stops others.
+        """
         try:
             if lease.kind == "reminder":
                 self._remind(lease.id, now, worker)
-            else:
+            elif lease.kind == "timer":
                 self._fire(lease, now, worker)
+            elif notify.is_delivery(lease.kind):
+                notify.deliver(self, lease, now, worker)
+            elif lease.kind in self.job_kinds:
+                self.job_kinds[lease.kind](lease, now, worker)
+            else:
+                raise ValueError(f"unknown job kind '{lease.kind}'")
+        except InvalidState:
+            self._park(lease.id, worker)
+            return "parked"
         except (Conflict, StaleDataError):
             self._release(lease.id)
+            return "released"
         except Exception as err:  # any other failure: retry with backoff, then an incident
-            self._job_failed(lease.id, now, err)
+            return self._job_failed(lease.id, now, err, worker)
+        return "done"
+
+    def register_job_kind(self, kind: str, handler: JobHandler) -> None:
+        """Teach the engine another kind of background job, run by every worker of this engine.
+
+        ``handler(lease, now, worker)`` must, in its own transaction, check that the job is still
+        pending and leased to ``worker`` and mark it done together with its effect, as the built-in
+        kinds do: that check is what makes a job run once even when a lease runs out mid-job.
+        """
+        if kind in ("timer", "reminder") or notify.is_delivery(kind):
+            raise ValueError(f"'{kind}' is a built-in job kind")
+        self.job_kinds[kind] = handler
+
+    def release_leases(self, job_ids: Iterable[int], worker: str) -> None:
+        """Give back leases a stopping worker holds but has not started, so others run them now."""
+        ids = list(job_ids)
+        if not ids:
+            return
+        with self.db.write() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id.in_(ids), Job.state == "pending", Job.lease_owner == worker)
+                .values(lease_owner=None, lease_until=None)
+            )
 
     def _remind(self, job_id: int, now: datetime, worker: str) -> None:
-        """Record that a task's people are due a reminder; no workflow state changes, so no unit of work."""
+        """Remind ahead of the due date, then wait for it; at the due date, escalate (engine.notify).
+
+        No workflow state changes, so no unit of work: the job row (locked) and the task row are
+        the whole of it. The notification rows and the audit event commit together.
+        """
         with self.db.write() as s:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.state != "pending" or job.lease_owner != worker:
                 return
-            job.state, job.attempts = "done", job.attempts + 1
+            if s.get(Instance, job.instance_id).status == "failed":  # nobody can act until it is retried
+                job.state, job.lease_owner, job.lease_until = "held", None, None
+                return
             row = s.execute(
-                select(HumanTask).where(
+                select(HumanTask)
+                .where(
                     HumanTask.instance_id == job.instance_id,
                     HumanTask.task_guid == job.task_guid,
                     HumanTask.state == "open",
                 )
+                .with_for_update()
             ).scalar_one_or_none()
-            if row is None:
+            if row is None or row.due_at is None:
+                job.state, job.attempts = "done", job.attempts + 1
                 return
-            assignee = s.get(User, row.assignee_id).username if row.assignee_id else None
-            audit.append(
-                s,
-                [
-                    audit.PendingEvent(
-                        actor=SYSTEM,
-                        action="task.reminder",
-                        instance_id=row.instance_id,
-                        task_guid=row.task_guid,
-                        org_id=row.org_id,
-                        payload={
-                            "task": row.id,
-                            "title": row.title,
-                            "due_at": row.due_at,
-                            "assignee": assignee,
-                            "candidates": row.candidate_key,
-                        },
-                    )
-                ],
-                now,
-            )
+            if now < row.due_at:
+                notify.remind(s, row, now, self.channels)
+                # the same job comes back at the due date to escalate if the task is still open
+                job.due_at, job.attempts, job.lease_owner, job.lease_until = row.due_at, 0, None, None
+            else:
+                notify.escalate(s, row, now, self.channels)
+                job.state, job.attempts = "done", job.attempts + 1
 
     def _fire(self, lease: Lease, now: datetime, worker: str) -> None:
         job_id, guid = lease.id, lease.task_guid
@@ -508,15 +614,31 @@ class Engine:
                 .values(lease_owner=None, lease_until=None)
             )
 
-    def _job_failed(self, job_id: int, now: datetime, err: Exception) -> None:
+    def _park(self, job_id: int, worker: str) -> None:
+        """A job whose instance cannot move: held while it is stopped (a retry re-queues it), else dropped."""
         with self.db.write() as s:
-            job = s.get(Job, job_id)
-            if job is None:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.state != "pending" or job.lease_owner != worker:
                 return
+            status = s.execute(select(Instance.status).where(Instance.id == job.instance_id)).scalar()
+            job.state = "held" if status == "failed" else "cancelled"
+            job.lease_owner, job.lease_until = None, None
+
+    def _job_failed(self, job_id: int, now: datetime, err: Exception, worker: str | None = None) -> str:
+        """Count a failure and back off (BACKOFF_BASE doubling, capped); the last one raises an incident.
+
+        The back-off goes into ``lease_until`` ("not before"), not ``due_at``: the due time stays the
+        job's business time (a timer's, which the next unit of work would otherwise reset).
+        """
+        message = f"{type(err).__name__}: {err}"[:4000]
+        with self.db.write() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.state != "pending" or (worker is not None and job.lease_owner != worker):
+                return f"failed after its lease was lost: {message}"
             job.attempts += 1
-            job.last_error = f"{type(err).__name__}: {err}"[:4000]
+            job.last_error = message
             job.lease_owner = None
-            job.lease_until = now + timedelta(seconds=min(3600, 2**job.attempts))
+            job.lease_until = now + min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (job.attempts - 1))
             events = []
             if job.attempts >= MAX_JOB_ATTEMPTS:
                 job.state = "failed"
@@ -540,6 +662,9 @@ class Engine:
                     )
                 )
             audit.append(s, events, now)
+            if job.state == "failed":
+                return f"failed {job.attempts} times, incident {incident.id} raised: {message}"
+            return f"failed (attempt {job.attempts}, again after {job.lease_until.isoformat()}): {message}"
 
     # --- incidents ----------------------------------------------------------------------------------
 
@@ -573,6 +698,34 @@ class Engine:
             if work.instance.status == "failed":
                 work.instance.status = "running"
                 work.run_engine(lambda: _reset_failed_steps(work.workflow, audit.normalize(dict(data or {}))))
+        return work.instance
+
+    # --- versions -----------------------------------------------------------------------------------
+
+    def migrate(
+        self, instance_id: int, actor: str, to_version: int, expected_revision: int | None = None
+    ) -> Instance:
+        """Move an instance onto another version of its process, keeping its state (engine.versions)."""
+        with self._unit(instance_id, actor, expected_revision=expected_revision) as work:
+            s = work.session
+            user = directory.user_by_name(s, actor)
+            if not directory.holds_role_anywhere(s, user.id, DEPLOY_ROLES):
+                raise Forbidden(f"{actor} may not migrate instances: that needs the designer role")
+            old = s.get(Definition, work.instance.definition_id)
+            new = self.definition(s, work.instance.process_key, to_version)
+            if new.id == old.id:
+                raise InvalidState(f"instance {instance_id} is already on version {new.version}")
+            target = self.compiled(new)
+            reasons = versions.blockers(work.workflow, target)
+            if reasons:
+                raise InvalidState("; ".join(reasons))
+            versions.move(work.workflow, target, self.serializer._serializer.registry)
+            work.instance.definition_id, work.compiled = new.id, target
+            work.record(
+                "instance.migrated",
+                {"process": new.process_key, "from_version": old.version, "to_version": new.version},
+            )
+            work.run_engine()
         return work.instance
 
     # --- the unit of work --------------------------------------------------------------------------
@@ -628,6 +781,10 @@ class Engine:
             )
         if instance.status in ("completed", "terminated"):
             raise InvalidState(f"instance {instance_id} is {instance.status}")
+        if instance.status == "suspended":
+            raise InvalidState(
+                f"instance {instance_id} is suspended; nothing can change until the party office resumes it"
+            )
         if instance.status == "failed" and not allow_failed:
             raise InvalidState(
                 f"instance {instance_id} is stopped by an open incident; the party office must retry it first"

@@ -174,14 +174,22 @@ class UnitOfWork:
         )
 
     def _schedule_reminder(self, row: HumanTask, remind_before: timedelta | None) -> None:
-        """A reminder job ahead of the due date; the worker turns it into notifications."""
-        if row.due_at is None or remind_before is None:
+        """A reminder job ahead of the due date; the worker turns it into notifications (engine.notify).
+
+        When that moment has passed (or no reminder is wanted) the job waits for the due date, to
+        escalate. A task already overdue when it opens gets none: the inbox shows it overdue.
+        """
+        if row.due_at is None or row.due_at <= self.now:
             return
-        at = row.due_at - remind_before
-        if at > self.now:
-            self.session.add(
-                Job(instance_id=self.instance.id, kind="reminder", task_guid=row.task_guid, due_at=at)
+        at = row.due_at - remind_before if remind_before is not None else row.due_at
+        self.session.add(
+            Job(
+                instance_id=self.instance.id,
+                kind="reminder",
+                task_guid=row.task_guid,
+                due_at=at if at > self.now else row.due_at,
             )
+        )
 
     def close_task(self, row: HumanTask, state: str, by: int | None = None) -> None:
         """Mark an inbox row done; its reminder, if it had a due date, goes with it."""
@@ -235,8 +243,10 @@ class UnitOfWork:
         }
         for guid, job in jobs.items():
             if guid not in due:
+                self.record("timer.cancelled", {"job": job.id, "due_at": job.due_at}, task_guid=guid)
                 self.session.delete(job)
             elif job.due_at != due[guid]:
+                self.record("timer.rescheduled", {"job": job.id, "due_at": due[guid]}, task_guid=guid)
                 job.due_at = due[guid]
         state = "held" if self.instance.status == "failed" else "pending"
         for guid, at in due.items():

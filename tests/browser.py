@@ -102,6 +102,59 @@ def sign_in_as(page, server: LiveServer, username: str, password: str = DEMO_PAS
     page.wait_for_url(lambda url: "/login" not in url)
 
 
+def sign_in_at(page, server: LiveServer, username: str, url: str) -> None:  # type: ignore[no-untyped-def]
+    """Follow a link to ``url`` while signed out: sign in on the page it leads to and land on ``url``."""
+    page.goto(url)
+    page.wait_for_url("**/login?next=*")
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_url(lambda now: now.split("?")[0] == url.split("?")[0])
+
+
 def sign_out(page) -> None:  # type: ignore[no-untyped-def]
     page.locator("form[action='/logout'] button").click()
     page.wait_for_url("**/login")
+
+
+def open_instance(page, title: str) -> None:  # type: ignore[no-untyped-def]
+    """Find an instance by its title in the instance list (流程实例) and open it, as a person would."""
+    page.locator("nav.sections").get_by_role("link", name="流程实例").click()
+    page.get_by_label("标题包含").fill(title)
+    page.get_by_role("button", name="筛选").click()
+    page.get_by_role("link", name=title, exact=True).click()
+    page.wait_for_url("**/instances/*")
+
+
+def submit_task(page) -> None:  # type: ignore[no-untyped-def]
+    """Submit the task form; a good submission goes back to the inbox with a note."""
+    with page.expect_navigation():
+        page.locator("form.schema-form").get_by_role("button", name="提交", exact=True).click()
+    if "/inbox" not in page.url:  # refused: say what the page said, not just "timed out"
+        shown = page.locator("[role=alert]").all_inner_texts()
+        raise AssertionError(f"the task was not accepted ({page.url}): {shown}")
+
+
+def at_stage(page, stage: str) -> None:  # type: ignore[no-untyped-def]
+    """The instance page shows ``stage`` as the current stage, in its facts and its progress bar."""
+    assert page.locator("dd[data-stage]").get_attribute("data-stage") == stage
+    assert page.locator("ol.stage-progress li[aria-current=step]").get_attribute("data-stage") == stage
+
+
+def take(page, server: LiveServer, user: str, instance_url: str, stage: str, task: str) -> None:  # type: ignore[no-untyped-def]
+    """``user`` follows a link to the instance, sees it at ``stage`` with ``task`` open, and opens it."""
+    sign_in_at(page, server, user, instance_url)
+    at_stage(page, stage)
+    page.locator("section.open-tasks").get_by_role("link", name=task, exact=True).click()
+    page.wait_for_url("**/tasks/*")
+    assert page.get_by_role("heading", level=1).inner_text() == task
+
+
+def fill_list(page, field: str, values: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Fill a list field row by row, adding rows with its 添加一项 button as a person would."""
+    box = page.locator(f"fieldset[data-rows='{field}']")
+    for i, text in enumerate(values):
+        rows = box.locator("[data-row]")
+        if rows.count() <= i:
+            box.get_by_role("button", name="添加一项").click()
+        box.get_by_label(f"第 {i + 1} 项", exact=True).fill(text)

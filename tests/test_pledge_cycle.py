@@ -3,12 +3,12 @@
 Deploys the real files (workflows/pledge_cycle.bpmn, workflows/pledge_*.dmn, forms/pledge_*.json).
 Five stages, each an expanded sub-process: 党员承诺 → 支部审诺 → 挂牌亮诺 → 监督践诺 → 评议考核.
 
-Two helpers here are candidates for the engine (see ``start_year`` and ``year_figures``).
+``start_year`` is a candidate for the engine; the year figures are ``engine.reports.pledge_year_figures``.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from engine import Engine, Forbidden
 from engine.directory import add_user, grant
-from engine.models import AuditEvent, Instance, Organisation
+from engine.models import AuditEvent, Instance
 from engine.queries import instance_view
+from engine.reports import pledge_year_figures
 from tests.helpers import assert_chain_intact, inbox_of, later, only_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,48 +106,6 @@ def start_year(
         data_for=own,
     )
     return [instance.id for _, instance, created in results if created]
-
-
-# --- yearly figures: what a dashboard query should return ------------------------------------------
-
-
-def year_figures(engine: Engine, year: int) -> dict[str, dict[str, Any]]:
-    """Per branch (org code): cycles, pledges made / approved / kept on time, grade distribution.
-
-    Reads only ``instance.data`` (the summary the engine keeps): pledges made = pledges in the latest
-    submitted 承诺书; approved = those of cycles whose review verdict is approve; kept on time = year-end
-    results marked 按期兑现; late quarters = quarterly reports that came after a reminder.
-    """
-    out: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {
-            "cycles": 0,
-            "made": 0,
-            "approved": 0,
-            "kept_on_time": 0,
-            "late_reports": 0,
-            "grades": Counter(),
-        }
-    )
-    with engine.db.read() as s:
-        rows = s.execute(
-            select(Organisation.code, Instance.data)
-            .join(Organisation, Organisation.id == Instance.org_id)
-            .where(Instance.process_key == PROCESS)
-        ).all()
-    for code, data in rows:
-        if (data or {}).get("year") != year:
-            continue
-        row = out[code]
-        pledges = data.get("pledges") or []
-        row["cycles"] += 1
-        row["made"] += len(pledges)
-        if data.get("review_verdict") == "approve":
-            row["approved"] += len(pledges)
-        row["kept_on_time"] += sum(1 for r in data.get("results") or [] if r.get("outcome") == "按期兑现")
-        row["late_reports"] += sum(1 for r in data.get("reports") or [] if r.get("late"))
-        if data.get("grade"):
-            row["grades"][data["grade"]] += 1
-    return dict(out)
 
 
 # --- driving the cycle ---------------------------------------------------------------------------
@@ -453,7 +412,9 @@ def test_year_figures_per_branch(pledge: Engine) -> None:
     pledge.complete(only_task(pledge, "member4", "ut_commit").id, "member4", {"pledges": PLEDGES[:2]})
     pledge.complete(only_task(pledge, "member3", "ut_commit").id, "member3", {"pledges": PLEDGES[:2]})
 
-    figures = year_figures(pledge, YEAR)
+    with pledge.db.read() as s:  # the engine's query (engine.reports), the one the dashboard shows
+        figures = {code: row.as_dict() for code, row in pledge_year_figures(s, YEAR).items()}
+        only_b2 = pledge_year_figures(s, YEAR, org="B2")
     assert figures["B1"] == {
         "cycles": 3,
         "made": 3 + 3 + 2,
@@ -463,6 +424,7 @@ def test_year_figures_per_branch(pledge: Engine) -> None:
         "grades": Counter({"好": 1}),
     }
     assert figures["B2"]["made"] == 2 and figures["B2"]["approved"] == 0
+    assert list(only_b2) == ["B2"] and only_b2["B2"].as_dict() == figures["B2"]
     assert view(pledge, b2).stage == "支部审诺"
 
 

@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFProtect
 from engine import Database, Engine
 from web import (
     admin,
+    api,
     audit_ui,
     auth,
     board,
@@ -70,6 +71,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | 
         notifications.bp,
         dashboard.bp,
         designer.bp,
+        api.bp,
     ):
         app.register_blueprint(blueprint)
     return app

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from engine import EngineError
 from web import create_app
-from web.commands import database, directory, processes, running, tasks
+from web.commands import database, directory, processes, running, tasks, tokens, worker
 from web.settings import ConfigError
 
 
@@ -59,8 +59,10 @@ for command in (
     tasks.inbox,
     tasks.task,
     tasks.instance,
+    tokens.token,
     running.demo,
     running.serve,
+    worker.worker,
     shell_command,
     routes_command,
 ):

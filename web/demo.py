@@ -161,10 +161,10 @@ def load_demo(engine: Engine, workflows: Path = WORKFLOWS, forms: Path = FORMS) 
 
 def _start_demo_instances(engine: Engine, report: DemoReport) -> None:
     """Projects and pledge cycles at different stages, so the inbox and lists have real work in them."""
-    from web import demo_lifecycle, demo_pledge
+    from web import demo_grading, demo_lifecycle, demo_pledge
 
     before = _instance_count(engine)
-    for loader in (demo_lifecycle.load, demo_pledge.load):
+    for loader in (demo_lifecycle.load, demo_pledge.load, demo_grading.load):
         try:
             loader(engine, {})
         except EngineError as err:  # a process not deployed yet, say: report it, keep the rest

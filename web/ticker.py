@@ -1,8 +1,9 @@
-"""Fire due timers inside the web process, for the embedded (one process, SQLite) setup.
+"""The job worker as a thread of ``qizhi serve``: the embedded (one process, SQLite) setup.
 
-SpiffWorkflow has no scheduler; the engine records due timers as job rows and fires them in
-``run_due_jobs``. Until the separate ``qizhi worker`` exists, ``qizhi serve`` runs this thread so
-timers fire without a second command. Job leases make it safe next to other workers.
+``qizhi serve`` runs one worker lane beside the web server, so timers, reminders and escalations
+happen without a second command. It sleeps until the next due job and is woken by the in-process
+signal when a request writes an earlier one (engine.wakeup), so a due timer fires within moments;
+``interval`` only bounds the sleep. Job leases make it safe next to ``qizhi worker`` processes.
 """
 
 from __future__ import annotations
@@ -10,36 +11,39 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
+from collections.abc import Mapping
 
 from engine import Engine
+from engine.notify import ChannelConfigError, Channels
+from engine.worker import Worker
+from web.settings import ConfigError
 
 
 class DueJobTicker:
-    """Calls ``engine.run_due_jobs()`` every ``interval`` seconds until stopped; failures are logged."""
+    """Runs a :class:`engine.worker.Worker` in the background until stopped; failures are logged."""
 
-    def __init__(self, engine: Engine, interval: float = 2.0, logger: logging.Logger | None = None) -> None:
-        self.engine = engine
-        self.interval = interval
-        self.logger = logger or logging.getLogger(__name__)
-        self.worker = f"serve:{socket.gethostname()}:{os.getpid()}"[:100]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="qizhi-due-jobs", daemon=True)
+    def __init__(
+        self,
+        engine: Engine,
+        interval: float = 2.0,
+        logger: logging.Logger | None = None,
+        settings: Mapping[str, object] | None = None,
+    ) -> None:
+        try:
+            engine.channels = Channels.from_settings(settings if settings is not None else os.environ)
+        except ChannelConfigError as err:  # reported by the qizhi command in one line
+            raise ConfigError(str(err)) from err
+        name = f"serve:{socket.gethostname()}:{os.getpid()}"
+        self.worker = Worker(engine, name, poll_max=interval, logger=logger)
 
     def start(self) -> None:
-        self._thread.start()
+        self.worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
+        """Finish the job in hand (up to ``timeout`` seconds) and give back the rest."""
+        self.worker.stop()
+        self.worker.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.engine.run_due_jobs(worker=self.worker)
-            except Exception:  # a bad moment of the database must not end timer firing for good
-                self.logger.exception("firing due jobs failed; trying again in %.0f s", self.interval)
+        return self.worker.alive

@@ -1,0 +1,41 @@
+"""The process designer in a real browser: the lifecycle opens in the modeler, the panel edits our
+extensions, and server validation marks the offending element."""
+
+from __future__ import annotations
+
+from tests.browser import LiveServer, sign_in_as
+from tests.lifecycle_helpers import ROOT
+
+
+def test_lifecycle_opens_in_the_modeler_and_validation_marks_a_broken_task(
+    page,
+    live_server: LiveServer,  # type: ignore[no-untyped-def]
+) -> None:
+    sign_in_as(page, live_server, "luoyi")  # the demo's designer
+    page.goto(f"{live_server.url}/designer/")
+    page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
+        "link", name="打开"
+    ).first.click()
+    page.wait_for_selector("#qz-designer[data-ready='1']")
+    assert page.locator(".qz-canvas .djs-element").count() > 50  # the lifecycle's shapes are drawn
+
+    page.evaluate(
+        "() => { const m = window.qzModeler;"
+        " m.get('selection').select(m.get('elementRegistry').get('apply')); }"
+    )
+    form = page.locator(".qz-panel select")
+    assert form.input_value() == "lifecycle_application.json"
+    page.get_by_role("button", name="校验").click()
+    page.wait_for_selector(".qz-results .qz-ok")
+    saved = page.evaluate("() => window.qzModeler.saveXML().then(r => r.xml)")
+    original = (ROOT / "workflows" / "project_lifecycle.bpmn").read_text("utf-8")
+    for tag in ("spiffworkflow:property ", "spiffworkflow:postScript", "spiffworkflow:calledDecisionId"):
+        assert saved.count(f"<{tag}") == original.count(f"<{tag}"), tag  # our extensions round-trip
+
+    owner = page.get_by_label("办理人表达式")
+    owner.fill("__import__('os')")
+    owner.dispatch_event("change")
+    page.get_by_role("button", name="校验").click()
+    page.wait_for_selector(".qz-problems li[data-element='apply']")
+    assert page.locator("[data-element-id='apply'].qz-error").count() == 1
+    assert page.js_errors == []
