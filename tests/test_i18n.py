@@ -27,10 +27,19 @@ def extracted() -> set[str]:
     return {message if isinstance(message, str) else message[0] for _, _, message, _, _ in found}
 
 
+def _key(message_id: str | tuple[str, ...]) -> str:
+    """A plural message is known by its singular form."""
+    return message_id if isinstance(message_id, str) else message_id[0]
+
+
+def _text(string: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    return (string,) if isinstance(string, str) else tuple(string)
+
+
 def test_every_message_in_the_code_has_an_english_translation() -> None:
     with (CATALOG / "messages.po").open("rb") as handle:
         catalog = read_po(handle)
-    translated = {m.id for m in catalog if m.id and m.string}
+    translated = {_key(m.id) for m in catalog if m.id and all(_text(m.string))}
 
     missing = sorted(extracted() - translated)
 
@@ -39,7 +48,7 @@ def test_every_message_in_the_code_has_an_english_translation() -> None:
 
 def test_the_compiled_catalog_matches_the_source() -> None:
     with (CATALOG / "messages.po").open("rb") as handle:
-        source = {m.id: m.string for m in read_po(handle) if m.id}
+        source = {_key(m.id): _text(m.string) for m in read_po(handle) if m.id}
     with (CATALOG / "messages.mo").open("rb") as handle:
-        compiled = {m.id: m.string for m in read_mo(handle) if m.id}
-    assert compiled == {k: v for k, v in source.items() if v}, "run `make translations` to recompile"
+        compiled = {_key(m.id): _text(m.string) for m in read_mo(handle) if m.id}
+    assert compiled == {k: v for k, v in source.items() if all(v)}, "run `make translations` to recompile"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from web import create_app, engine_of
 from web.demo import ACCOUNTS, COMMITTEE, DEMO_PASSWORD, DESIGNER, load_demo
 from web.security import HEADERS
 from web.settings import ConfigError
-from web.ticker import DueJobTicker
 from web.workflows import discover
 
 QIZHI_VARS = ("QIZHI_DATABASE_URL", "QIZHI_SECRET_KEY", "QIZHI_DEMO")
@@ -220,30 +218,3 @@ def test_settings_come_from_the_environment_and_explicit_config_wins(
     monkeypatch.setenv("QIZHI_DEMO", "maybe")
     with pytest.raises(ConfigError, match="QIZHI_DEMO"):
         create_app(instance_path=str(tmp_path / "i"))
-
-
-class FlakyEngine:
-    """Stands in for the engine: fails once, then counts calls, so the ticker's resilience shows."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.ran = threading.Event()
-
-    def run_due_jobs(self, worker: str) -> int:
-        self.calls += 1
-        if self.calls == 1:
-            raise RuntimeError("database went away for a moment")
-        if self.calls >= 3:
-            self.ran.set()
-        return 0
-
-
-def test_the_timer_thread_keeps_firing_after_a_failure_and_stops_when_asked() -> None:
-    engine = FlakyEngine()
-    ticker = DueJobTicker(engine, interval=0.01)  # type: ignore[arg-type]
-
-    ticker.start()
-    assert engine.ran.wait(5)
-    ticker.stop()
-
-    assert not ticker.alive and engine.calls >= 3
