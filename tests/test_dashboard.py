@@ -118,6 +118,19 @@ def test_tables_json_and_engine_numbers_agree(web_app: Flask, known: Known) -> N
     assert "3 个基层党组织未达标（共 4 个）" in html
 
 
+def test_a_long_table_shows_its_first_rows_and_says_where_the_rest_is(
+    web_app: Flask, known: Known, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from web import dashboard
+
+    monkeypatch.setattr(dashboard, "TABLE_ROWS", 2)
+    client = sign_in(web_app, "secretary")
+    html = client.get(f"/dashboard/?year={YEAR}").get_data(as_text=True)
+    parsed = tables_of(html)
+    assert list(parsed.tables["compliance"]) == ["B1G1", "B2"]  # those falling short come first
+    assert "仅显示前 2 行（共 4 行）" in html and len(json_rows(client, "compliance")) == 4
+
+
 def test_a_user_sees_only_the_organisations_they_oversee(web_app: Flask, known: Known) -> None:
     sec2 = sign_in(web_app, "sec2")
     parsed = tables_of(sec2.get(f"/dashboard/?year={YEAR}").get_data(as_text=True))

@@ -376,9 +376,9 @@ def workbook(tables: list[Table]) -> bytes:
         sheet.append(table.columns)
         for cell in sheet[1]:
             cell.font, cell.fill = HEADER, HEADER_FILL
-        for row in table.rows:
-            sheet.append([c.value for c in row])
-            for cell, source in zip(sheet[sheet.max_row], row, strict=True):
+        for number, row in enumerate(table.rows, start=2):
+            for column, source in enumerate(row, start=1):
+                cell = sheet.cell(number, column, source.value)
                 if isinstance(source.value, str) and source.value.startswith("="):
                     cell.data_type = "s"  # a name that looks like a formula stays text (no formula injection)
                 if source.flag:
