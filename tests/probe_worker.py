@@ -43,7 +43,9 @@ def register_probe(engine: Engine) -> None:
 
 
 def main(url: str, name: str, concurrency: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger = logging.getLogger("qizhi.worker")  # one line per job, as qizhi worker prints them
+    logger.addHandler(logging.StreamHandler())
+    logger.setLevel(logging.INFO)
     engine = Engine(Database(url))
     register_probe(engine)
     worker = Worker(engine, name, concurrency=concurrency, poll_max=1.0)
