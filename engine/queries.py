@@ -277,18 +277,26 @@ class InstanceRow:
     updated_at: datetime
 
 
-def instance_list(s: Session, user_id: int, f: InstanceFilter | None = None) -> list[InstanceRow]:
-    """Instances a user may see (``can_see_instance``'s rule in SQL), newest first, ``f.limit`` at most.
+def seen_by(user_id: int) -> ColumnElement[bool]:
+    """``can_see_instance``'s rule as a condition on ``Instance``, for lists (the web's and the API's).
 
     Seen: instances of the user's organisations and those below them, plus those they started or
-    hold a task in. Paged by id (``before_id``) so a page stays stable while instances are started.
+    hold a task in.
     """
-    f = f or InstanceFilter()
-    seen = or_(
+    return or_(
         Instance.org_id.in_(visible_org_ids(user_id)),
         Instance.started_by_id == user_id,
         Instance.id.in_(select(HumanTask.instance_id).where(HumanTask.assignee_id == user_id)),
     )
+
+
+def instance_list(s: Session, user_id: int, f: InstanceFilter | None = None) -> list[InstanceRow]:
+    """Instances a user may see (``seen_by``), newest first, ``f.limit`` at most.
+
+    Paged by id (``before_id``) so a page stays stable while instances are started.
+    """
+    f = f or InstanceFilter()
+    seen = seen_by(user_id)
     query = (
         select(
             Instance.id,

@@ -1,40 +1,23 @@
-"""Which instances a person may list: the rule of ``engine.queries.can_see_instance``, as one query.
+"""The API's instance list: ``engine.queries.seen_by`` (the web list's rule) with the API's filters.
 
-``can_see_instance`` answers for one instance: started it, holds a role in its organisation or
-above (``directory.sees_org``), or was ever assigned one of its tasks. A listing cannot ask that
-row by row without reading every instance in the database, so the same three conditions are put
-into SQL here: the organisations a person sees are those below any organisation they hold a role
-in (the organisation tree is small, read once per request). tests/test_api.py checks this against
-``sees_org`` for every person and organisation of the test directory.
+tests/test_api.py checks the organisations behind that rule against ``sees_org`` for every person
+and organisation of the test directory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from engine.models import HumanTask, Instance, Membership, Organisation
+from engine import queries
+from engine.models import Instance, Organisation
 
 
 def visible_orgs(s: Session, user_id: int) -> set[int]:
-    """Every organisation in which or above which the user holds a role (what ``sees_org`` accepts)."""
-    held = set(s.execute(select(Membership.org_id).where(Membership.user_id == user_id)).scalars())
-    if not held:
-        return set()
-    children: dict[int | None, list[int]] = {}
-    for org_id, parent_id in s.execute(select(Organisation.id, Organisation.parent_id)):
-        children.setdefault(parent_id, []).append(org_id)
-    seen: set[int] = set()
-    todo = list(held)
-    while todo:
-        org_id = todo.pop()
-        if org_id in seen:
-            continue
-        seen.add(org_id)
-        todo.extend(children.get(org_id, ()))
-    return seen
+    """Every organisation in which or below which the user holds a role (what ``sees_org`` accepts)."""
+    return set(s.execute(queries.visible_org_ids(user_id)).scalars())
 
 
 @dataclass
@@ -50,12 +33,8 @@ class InstanceFilter:
 
 def visible_instances(s: Session, user_id: int, f: InstanceFilter) -> list[Instance]:
     """Instances the user may see, newest first, at most ``f.limit``."""
-    orgs = visible_orgs(s, user_id)
-    assigned = select(HumanTask.instance_id).where(HumanTask.assignee_id == user_id)
-    who = [Instance.started_by_id == user_id, Instance.id.in_(assigned)]
-    if orgs:
-        who.append(Instance.org_id.in_(orgs))
-    query = select(Instance).options(defer(Instance.state)).where(or_(*who))  # state: not for lists
+    seen = queries.seen_by(user_id)
+    query = select(Instance).options(defer(Instance.state)).where(seen)  # state: not for lists
     if f.process:
         query = query.where(Instance.process_key == f.process)
     if f.status:
