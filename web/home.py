@@ -8,6 +8,7 @@ from flask_login import current_user
 
 from web import settings
 from web.access import login_required
+from web.audit_ui import monitor
 from web.extension import current_engine
 from web.overview import overview
 
@@ -25,7 +26,7 @@ def index() -> str:
     demo_mode = bool(current_app.config[settings.DEMO])
     return render_template(
         "home.html",
-        view=overview(engine) if current_user.has_role(*OVERSEERS) else None,
+        view=overview(engine, monitor()) if current_user.has_role(*OVERSEERS) else None,
         demo_mode=demo_mode,
         database=engine.db.engine.dialect.name,
         status_labels=STATUS_LABELS,

@@ -1,8 +1,8 @@
 """The home page's read model: what is deployed, what is running, who has work, is the trail intact.
 
 Reads projections only (definition, instance, human_task rows), never a workflow's state, so the
-page stays cheap however many instances run. The audit check recomputes the whole chain on each
-view: fine at demo scale; the later audit room will cache or page it.
+page stays cheap however many instances run. The audit status comes from the process's chain
+monitor (the audit room's), which verifies incrementally.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine import Engine, audit
+from engine.audit_query import ChainMonitor
 from engine.models import Definition, HumanTask, Instance
 
 STATUSES = ("running", "completed", "failed")
@@ -44,7 +45,8 @@ class Overview:
     audit: audit.Verdict
 
 
-def overview(engine: Engine) -> Overview:
+def overview(engine: Engine, chain: ChainMonitor) -> Overview:
+    """``chain`` verifies only what is new since its last look: a page view never walks the whole trail."""
     with engine.db.read() as s:
         definitions = _definitions(s)
         names = {d.process_key: d.name for d in reversed(definitions)}  # newest version's name wins
@@ -52,7 +54,7 @@ def overview(engine: Engine) -> Overview:
             definitions=definitions,
             instances=_instance_counts(s),
             open_tasks=_open_tasks(s, names),
-            audit=audit.verify(s),
+            audit=chain.status(s).verdict,
         )
     return result
 
