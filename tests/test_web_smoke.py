@@ -18,7 +18,7 @@ from engine import Database
 from engine.directory import ROLES
 from engine.models import AuditEvent, Definition, GroupMember, Membership, Organisation, User
 from tests.conftest import FIXTURES
-from tests.web import make_app, sign_in
+from tests.web import csrf, make_app, sign_in
 from web import create_app, engine_of
 from web.demo import ACCOUNTS, COMMITTEE, DEMO_PASSWORD, DESIGNER, load_demo
 from web.security import HEADERS
@@ -218,3 +218,27 @@ def test_settings_come_from_the_environment_and_explicit_config_wins(
     monkeypatch.setenv("QIZHI_DEMO", "maybe")
     with pytest.raises(ConfigError, match="QIZHI_DEMO"):
         create_app(instance_path=str(tmp_path / "i"))
+
+
+@pytest.mark.parametrize(("hops", "seen"), [("0", "127.0.0.1"), ("1", "203.0.113.9")])
+def test_forwarded_client_address_is_trusted_only_behind_a_configured_proxy(
+    db: Database, tmp_path: Path, hops: str, seen: str
+) -> None:
+    app = create_app(
+        {"QIZHI_DATABASE_URL": db.url, "QIZHI_SECRET_KEY": "test", "QIZHI_PROXIES": hops, "TESTING": True},
+        instance_path=str(tmp_path / "instance"),
+    )
+    client = app.test_client()
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    form = {"username": "nobody", "password": "wrong", "csrf_token": csrf(client)}
+    assert client.post("/login", data=form, headers=forwarded).status_code == 401
+    with db.read() as s:
+        failed = s.execute(select(AuditEvent).where(AuditEvent.action == "sign_in_failed")).scalar_one()
+    assert failed.payload["address"] == seen
+    engine_of(app).db.dispose()
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "9"])
+def test_a_bad_proxy_count_stops_start_up_naming_the_variable(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="QIZHI_PROXIES"):
+        create_app({"QIZHI_PROXIES": value}, instance_path=str(tmp_path / "i"))

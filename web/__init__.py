@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from engine import Database, Engine
 from web import (
@@ -49,6 +50,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | 
     """
     app = Flask(__name__, instance_path=instance_path)
     settings.configure(app, config or {})
+    if hops := app.config[settings.PROXIES]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     attach(app, Engine(Database(app.config[settings.DATABASE_URL])))
     csrf.init_app(app)
     security.init_app(app)

@@ -5,8 +5,8 @@ phone-first. They render only what ``engine.board`` puts in its public dataclass
 (/board/moderate) is for the post's branch secretary or the party office above it.
 
 The rate limit counts per client address as Werkzeug reports it (``request.remote_addr``). Behind
-a reverse proxy that is the proxy's address unless the app is wrapped in ``ProxyFix``; a forwarded
-header is never trusted on its own, since any visitor can send one.
+a reverse proxy that is the proxy's address unless QIZHI_PROXIES says how many proxies to trust; a
+forwarded header is never trusted otherwise, since any visitor can send one.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ SECRET_KEY = "QIZHI_SECRET_KEY"
 DEMO = "QIZHI_DEMO"
 ATTACHMENTS_DIR = "QIZHI_ATTACHMENTS_DIR"
 SECURE_COOKIES = "QIZHI_SECURE_COOKIES"
+PROXIES = "QIZHI_PROXIES"
+MAX_PROXIES = 5
 MAX_UPLOAD_MB = 20
 SECRET_FILE = "secret_key"
 DATABASE_FILE = "qizhi.db"
@@ -36,7 +38,7 @@ class ConfigError(ValueError):
 
 def configure(app: Flask, overrides: Mapping[str, Any]) -> None:
     """Fill ``app.config``: QIZHI_DATABASE_URL, SECRET_KEY, QIZHI_DEMO, plus any other overrides given."""
-    own = (DATABASE_URL, SECRET_KEY, DEMO, ATTACHMENTS_DIR, SECURE_COOKIES)
+    own = (DATABASE_URL, SECRET_KEY, DEMO, ATTACHMENTS_DIR, SECURE_COOKIES, PROXIES)
     app.config.update({k: v for k, v in overrides.items() if k not in own})
     instance = Path(app.instance_path)
     url = _lookup(overrides, DATABASE_URL) or f"sqlite:///{instance / DATABASE_FILE}"
@@ -46,6 +48,7 @@ def configure(app: Flask, overrides: Mapping[str, Any]) -> None:
     app.config[ATTACHMENTS_DIR] = str(_lookup(overrides, ATTACHMENTS_DIR) or instance / "attachments")
     secure = flag(_lookup(overrides, SECURE_COOKIES), SECURE_COOKIES)
     _session_cookies(app, secure)
+    app.config[PROXIES] = proxy_hops(_lookup(overrides, PROXIES))
 
 
 def _session_cookies(app: Flask, secure: bool) -> None:
@@ -84,6 +87,18 @@ def flag(value: Any, name: str = "flag") -> bool:
     if text in _FALSE:
         return False
     raise ConfigError(f"{name} must be 1 or 0 (got {value!r})")
+
+
+def proxy_hops(value: Any) -> int:
+    """How many reverse proxies in front of the app to trust for the client address and scheme.
+
+    0 (the default) trusts no ``X-Forwarded-*`` header, since a client could forge them; behind
+    nginx set 1, so the board's per-address limits and the sign-in audit see the visitor, not nginx.
+    """
+    text = "0" if value is None else str(value).strip() or "0"
+    if not text.isdigit() or int(text) > MAX_PROXIES:
+        raise ConfigError(f"{PROXIES} must be a whole number from 0 to {MAX_PROXIES} (got {value!r})")
+    return int(text)
 
 
 def stored_secret(instance: Path) -> str:
