@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from engine import audit, directory
+from engine import audit, directory, facts
 from engine.errors import Conflict, Forbidden, InvalidState, NotFound
 from engine.models import HumanTask, Incident, Instance, Job, MessageWait, User
 
@@ -128,7 +128,9 @@ def terminate(s: Session, instance_id: int, actor: str, reason: str, now: dateti
     if instance.status in ("completed", "terminated"):
         raise InvalidState(f"instance {instance_id} is already {instance.status}")
     previous = instance.status
+    counted = facts.facts_of(instance.process_key, instance.data, previous)
     instance.status, instance.updated_at, instance.ended_at = "terminated", now, now
+    facts.refresh(s, instance, counted)
     tasks = list(
         s.execute(
             select(HumanTask)

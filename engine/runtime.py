@@ -22,7 +22,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import audit, control, directory, forms, notify, projection, queries, reports, versions, wakeup
+from engine import (
+    audit,
+    control,
+    directory,
+    facts,
+    forms,
+    notify,
+    projection,
+    queries,
+    reports,
+    versions,
+    wakeup,
+)
 from engine.bundle import Bundle, Compiled, SpecCache, compile_bundle
 from engine.db import Database
 from engine.errors import Conflict, Forbidden, InvalidState, NotFound, ScriptFailed
@@ -195,7 +207,7 @@ class Engine:
                 org_id=organisation.id,
                 started_by_id=user.id,
                 state=b"",
-                data=start_data,
+                data={},  # the unit of work summarises it, counting the new instance's facts as it goes
                 started_at=now,
                 updated_at=now,
                 title=_title(start_data, definition),
@@ -464,6 +476,11 @@ class Engine:
         """Per grassroots organisation: projects run and problems solved in the year, and shortfalls."""
         with self.db.read() as s:
             return reports.yearly_compliance(s, year)
+
+    def rebuild_facts(self, actor: str) -> facts.Rebuilt:
+        """Recompute the dashboards' figure facts from every instance (``qizhi figures rebuild``)."""
+        with self.db.write() as s:
+            return facts.rebuild(s, actor)
 
     # --- jobs --------------------------------------------------------------------------------------
 

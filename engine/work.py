@@ -21,7 +21,7 @@ from SpiffWorkflow.task import Task
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from engine import audit, directory, history, projection
+from engine import audit, directory, facts, history, projection
 from engine.bundle import Compiled
 from engine.models import HumanTask, Incident, Instance, Job, MessageWait
 from engine.sandbox import ScriptTimeout, find_script_refusal
@@ -258,6 +258,7 @@ class UnitOfWork:
 
     def _summarise(self) -> None:
         inst = self.instance
+        before = facts.facts_of(inst.process_key, inst.data, inst.status)
         data = projection.instance_data(self.workflow)
         inst.data = audit.normalize(data)
         if isinstance(data.get("title"), str):
@@ -269,6 +270,7 @@ class UnitOfWork:
             inst.status = "completed"
             inst.ended_at = self.now
             self.record("instance.completed", {"data": data})
+        facts.refresh(self.session, inst, before)
 
     def _current_stage(self) -> str | None:
         for task in projection.ready_human_tasks(self.workflow) + projection.waiting_event_tasks(

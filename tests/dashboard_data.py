@@ -1,6 +1,7 @@
 """A small known data set for the dashboard figures, written as the engine's projection rows.
 
-The figures read only projections (``instance`` summary columns and data, ``human_task`` rows), so
+The figures read only projections (``instance`` summary columns and data, their ``instance_fact``
+rows, ``human_task`` rows), so
 the set is written straight into those tables with every number counted by hand below; the tests
 that drive the real processes (test_lifecycle, test_pledge_cycle, test_org_grading) check that the
 processes write the data keys read here.
@@ -14,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from engine import Database
+from engine import Database, facts
 from engine.directory import add_org
 from engine.models import Definition, HumanTask, Instance, Organisation, User
 
@@ -80,6 +81,7 @@ def _instance(
     )
     s.add(row)
     s.flush()
+    facts.refresh(s, row, None)  # as the unit of work keeps them
     known.ids[name] = row.id
 
 

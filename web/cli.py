@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from engine import EngineError
 from web import create_app
-from web.commands import database, directory, processes, running, tasks, tokens, worker
+from web.commands import database, directory, figures, processes, running, tasks, tokens, worker
 from web.settings import ConfigError
 
 
@@ -54,6 +54,7 @@ for command in (
     database.audit,
     directory.org,
     directory.user,
+    figures.figures,
     processes.deploy,
     processes.start,
     tasks.inbox,
