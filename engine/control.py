@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from engine import audit, directory, facts
 from engine.errors import Conflict, Forbidden, InvalidState, NotFound
-from engine.models import HumanTask, Incident, Instance, Job, MessageWait, User
+from engine.models import GroupMember, HumanTask, Incident, Instance, Job, Membership, MessageWait, User
 
 SUPERVISOR_ROLES = ("party_office", "admin")
 MAX_REASON = 500
@@ -36,8 +36,7 @@ def delegate(s: Session, task_id: int, actor: str, to_username: str, now: dateti
         raise NotFound(f"no task {task_id}")
     if row.state != "open":
         raise InvalidState(f"task {task_id} is already {row.state}")
-    supervisor = directory.holds_role_above(s, user.id, row.org_id, SUPERVISOR_ROLES)
-    if row.assignee_id != user.id and not supervisor:
+    if not may_delegate(s, row, user.id):
         raise Forbidden(f"{actor} may not delegate task {task_id}: only its assignee or the party office may")
     target = directory.user_by_name(s, to_username)
     if target.id == row.assignee_id:
@@ -77,6 +76,37 @@ def delegate(s: Session, task_id: int, actor: str, to_username: str, now: dateti
     )
     s.refresh(row)
     return row
+
+
+def may_supervise(s: Session, user_id: int, org_id: int) -> bool:
+    """Whether the user may delegate any task, suspend, resume or terminate instances of ``org_id``."""
+    return directory.holds_role_above(s, user_id, org_id, SUPERVISOR_ROLES)
+
+
+def may_delegate(s: Session, row: HumanTask, user_id: int) -> bool:
+    """An open task may be passed on by its assignee, or by the party office or an admin above it."""
+    return row.state == "open" and (row.assignee_id == user_id or may_supervise(s, user_id, row.org_id))
+
+
+def delegates(s: Session, row: HumanTask) -> list[tuple[str, str]]:
+    """Who a task could be handed to (username, display name): its candidate role or group's active
+    holders, other than its assignee. Empty for a task with no pool (any role-holder may then take it)."""
+    key = row.candidate_key or ""
+    if key.startswith("org:"):
+        _prefix, org_id, role = key.split(":", 2)
+        people = select(Membership.user_id).where(Membership.org_id == int(org_id), Membership.role == role)
+    elif key.startswith("group:"):
+        people = select(GroupMember.user_id).where(GroupMember.group_name == key.removeprefix("group:"))
+    else:
+        return []
+    query = (
+        select(User.username, User.display_name)
+        .where(User.id.in_(people), User.active.is_(True))
+        .order_by(User.username)
+    )
+    if row.assignee_id is not None:
+        query = query.where(User.id != row.assignee_id)
+    return [(u, n) for u, n in s.execute(query)]
 
 
 def _may_take(s: Session, row: HumanTask, target: User) -> bool:
@@ -175,7 +205,7 @@ def _supervised(s: Session, instance_id: int, actor: str, verb: str) -> tuple[In
     instance = s.get(Instance, instance_id, with_for_update=True)
     if instance is None:
         raise NotFound(f"no instance {instance_id}")
-    if not directory.holds_role_above(s, user.id, instance.org_id, SUPERVISOR_ROLES):
+    if not may_supervise(s, user.id, instance.org_id):
         raise Forbidden(f"{actor} may not {verb} instances of this organisation: that needs the party office")
     return instance, user
 

@@ -34,6 +34,7 @@ from web import (
     notifications,
     security,
     settings,
+    supervise,
     tasks,
     vendor,
 )
@@ -74,6 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | 
         notifications.bp,
         dashboard.bp,
         designer.bp,
+        supervise.bp,
         api.bp,
     ):
         app.register_blueprint(blueprint)

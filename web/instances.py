@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response
 
-from engine import EngineError, directory, queries
+from engine import EngineError, control, directory, queries
 from engine.errors import Forbidden, NotFound
 from engine.models import AuditEvent, Definition, HumanTask, Instance, Membership, Organisation, User
 from engine.runtime import may_act
@@ -50,6 +50,7 @@ STATUS_LABELS = {
     "completed": _l("已完成"),
     "failed": _l("异常中止"),
     "terminated": _l("已终止"),
+    "suspended": _l("已暂停"),
 }
 
 # The pledge cycle is started per member by the branch (bulk start), never one by one.
@@ -490,7 +491,7 @@ def _last_posts(s: Session, org_id: int, year: int) -> dict[str, str]:
 # --- detail ---------------------------------------------------------------------------------------
 
 
-def _visible_instance(s: Session, instance_id: int) -> Instance:
+def visible_instance(s: Session, instance_id: int) -> Instance:
     """The instance, if the signed-in user may see it; 404 otherwise (never say it exists)."""
     instance = s.get(Instance, instance_id)
     if instance is None or not queries.can_see_instance(s, signed_in_user(s), instance):
@@ -526,7 +527,7 @@ def _who(s: Session, row: HumanTask) -> str:
 def show(instance_id: int) -> Response:
     engine = current_engine()
     with engine.db.read() as s:
-        instance = _visible_instance(s, instance_id)
+        instance = visible_instance(s, instance_id)
         view = queries.instance_view(s, instance_id)
         definition = s.get(Definition, instance.definition_id)
         diagram = queries.definition_diagram(s, definition.id)
@@ -554,6 +555,7 @@ def show(instance_id: int) -> Response:
             active=active,
             completed=completed,
             events=events,
+            may_supervise=control.may_supervise(s, signed_in_user(s).id, instance.org_id),
         )
     return make_response(page)
 
@@ -563,7 +565,7 @@ def show(instance_id: int) -> Response:
 def diagram_xml(instance_id: int) -> Response:
     """The deployed BPMN of the instance's definition version, for the diagram viewer."""
     with current_engine().db.read() as s:
-        instance = _visible_instance(s, instance_id)
+        instance = visible_instance(s, instance_id)
         diagram = queries.definition_diagram(s, instance.definition_id)
     response = make_response(diagram.bpmn)
     response.mimetype = "application/xml"

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from engine import EngineError, forms
+from engine import EngineError, control, forms
 from engine.directory import user_keys
 from engine.errors import Conflict, Forbidden, InvalidState, ValidationFailed
 from engine.models import AuditEvent, Definition, HumanTask, Instance, Organisation, User
@@ -75,6 +75,8 @@ class TaskView:
     process_forms: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
     completed_specs: list[str] = field(default_factory=list)
+    # Who the task may be handed to, when the user may delegate it (its assignee, or the party office).
+    delegate_to: list[tuple[str, str]] | None = None
 
     @property
     def open(self) -> bool:
@@ -118,7 +120,9 @@ def load(task_id: int) -> TaskView:
             submitted=_submitted(s, row) if row.state == "completed" else None,
             events=instances.timeline(s, instance.id),
             completed_specs=completed,
+            delegate_to=control.delegates(s, row) if control.may_delegate(s, row, user.id) else None,
         )
+
 
 
 def _name(s: Session, user_id: int | None) -> str | None:
