@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from engine import audit
 from engine.errors import EngineError, NotFound
-from engine.models import GroupMember, Instance, Membership, Organisation, User, utcnow
+from engine.models import GroupMember, HumanTask, Instance, Membership, Organisation, User, utcnow
 
 ROLES: dict[str, str] = {
     "party_committee": "公司党委",
@@ -419,13 +419,45 @@ def set_password_hash(s: Session, actor: str, user: User, password_hash: str) ->
 
 
 def deactivate_user(s: Session, actor: str, user: User) -> None:
-    """A deactivated person cannot sign in and their open sessions end; their history stays."""
+    """A deactivated person cannot sign in and their open sessions end; their history stays.
+
+    Tasks they took from a pool (claimed, or handed to them from one) go back to it, so the rest of
+    the role can pick them up; tasks that are theirs by name (owner, initiator) stay, listed in the
+    event for the party office to hand on.
+    """
     if user.username == actor:
         raise DirectoryRefused("self_deactivate", "you cannot deactivate your own account")
-    if user.active:
-        user.active = False
-        s.flush()
-        _record(s, actor, "user_deactivated", {"username": user.username})
+    if not user.active:
+        return
+    user.active = False
+    held = list(
+        s.execute(
+            select(HumanTask)
+            .where(HumanTask.assignee_id == user.id, HumanTask.state == "open")
+            .order_by(HumanTask.id)
+            .with_for_update()
+        ).scalars()
+    )
+    pooled = [t for t in held if t.candidate_key is not None]
+    for task in pooled:
+        task.assignee_id, task.assignment = None, None
+    s.flush()
+    payload: dict[str, Any] = {"username": user.username}
+    if named := [t.id for t in held if t.candidate_key is None]:
+        payload["still_assigned"] = named
+    events = [audit.PendingEvent(actor=actor, action="user_deactivated", payload=payload)]
+    events += [
+        audit.PendingEvent(
+            actor=actor,
+            action="task.released",
+            payload={"task": t.id, "title": t.title, "from": user.username, "reason": "deactivated"},
+            instance_id=t.instance_id,
+            task_guid=t.task_guid,
+            org_id=t.org_id,
+        )
+        for t in pooled
+    ]
+    audit.append(s, events)
 
 
 def reactivate_user(s: Session, actor: str, user: User) -> None:

@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from engine import Engine
-from engine.directory import grant
+from engine.directory import deactivate_user, grant, user_by_name
 from engine.models import AuditEvent, HumanTask, Instance
-from tests.helpers import assert_chain_intact, files, only_task
+from tests.helpers import assert_chain_intact, files, inbox_of, only_task
 from tests.web import post, sign_in
 
 APPROVAL = ("approval.bpmn", "apply.json", "review.json")
@@ -110,3 +110,23 @@ def test_a_task_is_delegated_only_to_someone_who_may_do_it(engine: Engine, web_a
     office = sign_in(web_app, "office")
     assert post(office, f"/tasks/{task.id}/delegate", {"to": "sec1"}).status_code == 302
     assert only_task(engine, "sec1").id == task.id
+
+
+def test_deactivating_a_person_returns_their_claimed_tasks_to_the_pool(engine: Engine) -> None:
+    first = started(engine)
+    second = engine.start("approval", "sec1", "B1", {"title": "先锋岗"})
+    with engine.db.write() as s:
+        grant(s, "member1", "B1", "branch_secretary")
+    claimed = [t for t in inbox_of(engine, "member1") if t.instance_id in (first.id, second.id)]
+    for task in claimed:
+        engine.claim(task.id, "member1")
+
+    with engine.db.write() as s:
+        deactivate_user(s, "office", user_by_name(s, "member1"))
+
+    with engine.db.read() as s:
+        rows = [s.get(HumanTask, t.id) for t in claimed]
+    assert [(r.assignee_id, r.assignment) for r in rows] == [(None, None)] * 2
+    assert {t.id for t in inbox_of(engine, "sec1")} >= {t.id for t in claimed}  # the pool sees them again
+    assert actions(engine, first.id).count("task.released") == 1
+    assert_chain_intact(engine)
