@@ -316,6 +316,63 @@ def rename_org(s: Session, actor: str, org: Organisation, name: str) -> None:
     _record(s, actor, "org_renamed", payload, org.id)
 
 
+def descendants(s: Session, org_id: int) -> set[int]:
+    """The organisation and every organisation below it."""
+    found, frontier = {org_id}, [org_id]
+    while frontier:
+        below = s.execute(select(Organisation.id).where(Organisation.parent_id.in_(frontier))).scalars()
+        frontier = [o for o in below if o not in found]
+        found.update(frontier)
+    return found
+
+
+def move_org(s: Session, actor: str, org: Organisation, parent: Organisation) -> int:
+    """Put ``org`` (and all below it) under ``parent``, where its kind fits; returns tasks rerouted.
+
+    Who oversees an organisation is read from the tree, so visibility follows at once; the open
+    tasks below it that were offered to a role found upwards (the party office above, say) are
+    resolved again from the new place, so they reach the people who now hold that role.
+    """
+    subtree = descendants(s, org.id)
+    if parent.id in subtree:
+        raise DirectoryRefused("move_cycle", "an organisation cannot move under itself or below it")
+    _refuse_if(
+        placement_problem(parent.kind, org.kind),
+        f"a {org.kind} cannot sit under {parent.kind}",
+        kind=org.kind,
+        parent_kind=parent.kind,
+    )
+    if parent.id == org.parent_id:
+        return 0
+    old = s.get(Organisation, org.parent_id) if org.parent_id else None
+    org.parent_id = parent.id
+    s.flush()
+    rerouted = _reroute_open_tasks(s, subtree)
+    payload = {
+        "code": org.code,
+        "from": old.code if old else None,
+        "to": parent.code,
+        "rerouted_tasks": rerouted,
+    }
+    _record(s, actor, "org_moved", payload, org.id)
+    return rerouted
+
+
+def _reroute_open_tasks(s: Session, org_ids: set[int]) -> int:
+    tasks = s.execute(
+        select(HumanTask).where(
+            HumanTask.org_id.in_(sorted(org_ids)), HumanTask.state == "open", HumanTask.lane.is_not(None)
+        )
+    ).scalars()
+    moved = 0
+    for task in tasks:
+        key = candidate_key(s, task.lane, task.org_id)
+        if key != task.candidate_key:
+            task.candidate_key, moved = key, moved + 1
+    s.flush()
+    return moved
+
+
 @dataclass(frozen=True)
 class OrgUsage:
     """What still hangs on an organisation; any of it means the organisation cannot be removed."""

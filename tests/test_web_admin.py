@@ -15,8 +15,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from engine import Engine
-from engine.directory import add_user, grant
+from engine.directory import add_org, add_user, grant
 from engine.models import AuditEvent, GroupMember, Membership, Organisation, User
+from tests.helpers import files, inbox_of, only_task
 from tests.web import PASSWORD, csrf, post, sign_in
 from web.cli import cli
 from web.passwords import hash_password
@@ -475,3 +476,42 @@ def test_cli_directory_changes_are_audited_as_cli(web_app: Flask, engine: Engine
     ]  # fmt: skip
     assert events[0].payload == {"code": "B3", "name": "第三党支部", "kind": "branch", "parent": "HQ"}
     assert attempt_sign_in(web_app, "boss", "first admin pw") == 302
+
+
+def test_moving_an_organisation_reroutes_its_pool_tasks_and_refuses_cycles_and_misfits(
+    admin: FlaskClient, engine: Engine
+) -> None:
+    with engine.db.write() as s:  # a second committee with its own party office
+        add_org(s, "HQ2", "第二公司党委", None, "committee")
+        add_user(s, "office2", "二公司党建工作部")
+        grant(s, "office2", "HQ2", "party_office")
+    engine.deploy(files("approval.bpmn", "apply.json", "review.json"), "designer")
+    inst = engine.start("approval", "sec1", "B1", {"title": "红旗党建"})
+    engine.complete(
+        only_task(engine, "sec1").id, "sec1", {"title": "红旗党建", "problems": ["组织生活不规范"]}
+    )
+    check = only_task(engine, "office")  # offered to the party office above B1
+    known = ids(engine)
+    url = f"/admin/orgs/{known['org:B1']}"
+    assert "调整上级组织" in admin.get(url).get_data(as_text=True)
+
+    for bad, reason in (
+        (known["org:B1G1"], "不能把组织移到它自己或它的下级组织之下"),
+        (known["org:B2"], "不能设立这一类型"),
+    ):
+        refused = post(admin, f"{url}/move", {"parent_id": str(bad)}, follow_redirects=True)
+        assert reason in refused.get_data(as_text=True)
+    seq = last_seq(engine)
+    assert post(admin, f"{url}/move", {"parent_id": str(known["org:HQ2"])}).status_code == 302
+
+    with engine.db.read() as s:
+        assert s.get(Organisation, known["org:B1"]).parent_id == known["org:HQ2"]
+    assert one_event(engine, seq, "org_moved").payload == {
+        "code": "B1",
+        "from": "HQ",
+        "to": "HQ2",
+        "rerouted_tasks": 1,
+    }
+    assert [t.id for t in inbox_of(engine, "office2")] == [check.id]
+    assert [t for t in inbox_of(engine, "office") if t.instance_id == inst.id] == []
+    assert post(admin, f"{url}/move", {"parent_id": "x"}).status_code == 400

@@ -30,12 +30,15 @@ from engine.directory import (
     create_org,
     create_user,
     deactivate_user,
+    descendants,
     grant_role,
     is_locked,
     join_plain_group,
     leave_plain_group,
+    move_org,
     org_tree,
     org_usage,
+    placement_problem,
     reactivate_user,
     remove_org,
     rename_org,
@@ -79,6 +82,7 @@ REASONS: dict[str, Any] = {
     "org_exists": _l("组织编码 %(code)s 已被使用。"),
     "bad_kind": _l("未知的组织类型。"),
     "bad_placement": _l("所选上级组织下不能设立这一类型的组织（例如党小组只能设在党支部下）。"),
+    "move_cycle": _l("不能把组织移到它自己或它的下级组织之下。"),
     "org_in_use": _l(
         "该组织仍有 %(children)s 个下级组织、%(members)s 名成员、%(instances)s 个流程实例，不能删除。"
     ),
@@ -252,8 +256,15 @@ def org(org_id: int) -> str:
             .order_by(User.username, Membership.role)
         ).all()
         usage = org_usage(s, org_id)
+        below = descendants(s, org_id)
+        parents = [
+            (node, depth)
+            for node, depth in _flat(org_tree(s))
+            if node.id not in below and placement_problem(node.kind, organisation.kind) is None
+        ]
     return render_template(
         "admin/org.html",
+        parents=parents,
         org=organisation,
         parent=parent,
         children=children,
@@ -268,6 +279,21 @@ def org(org_id: int) -> str:
 def rename(org_id: int) -> Response:
     name = request.form.get("name", "")
     _change(lambda s: rename_org(s, _actor(), _get(s, Organisation, org_id), name), _("已更名。"))
+    return redirect(url_for(".org", org_id=org_id))
+
+
+@bp.post("/orgs/<int:org_id>/move")
+@admin_only
+def move(org_id: int) -> Response:
+    """Put the organisation under another parent (refused where its kind does not fit, or a cycle)."""
+    parent_id = request.form.get("parent_id", "")
+    if not parent_id.isdigit() or len(parent_id) > 18:
+        abort(400)
+
+    def apply(s: Session) -> None:
+        move_org(s, _actor(), _get(s, Organisation, org_id), _get(s, Organisation, int(parent_id)))
+
+    _change(apply, _("已调整上级组织。"))
     return redirect(url_for(".org", org_id=org_id))
 
 
