@@ -18,6 +18,8 @@
   var text = JSON.parse(root.dataset.text || "{}");
   var forms = JSON.parse(root.dataset.forms || "[]");
   var roles = JSON.parse(root.dataset.roles || "{}");
+  var decisions = JSON.parse(root.dataset.decisions || "[]");
+  var labels = JSON.parse(root.dataset.labels || "{}");
   var state = { key: root.dataset.key || "", version: root.dataset.version ? Number(root.dataset.version) : null };
   var statusEl = root.querySelector(".qz-status");
   var results = root.querySelector(".qz-results");
@@ -36,7 +38,18 @@
   }
 
   if (typeof window.BpmnJS !== "function") { say(text.loadFailed); return; }
-  var modeler = new window.BpmnJS({ container: root.querySelector(".qz-canvas") });
+  // bpmn-js asks its translate service for every palette, context pad and popup label (English keys);
+  // ours answers from the table the page carries (web/designer_text.py, in the UI locale).
+  function translate(template, replacements) {
+    var values = replacements || {};
+    return (labels[template] || template).replace(/{([^}]+)}/g, function (whole, key) {
+      return values[key] !== undefined ? values[key] : whole;
+    });
+  }
+  var modeler = new window.BpmnJS({
+    container: root.querySelector(".qz-canvas"),
+    additionalModules: [{ translate: ["value", translate] }]
+  });
   window.qzModeler = modeler; // for the browser test and the console
   var modeling = modeler.get("modeling");
   var moddle = modeler.get("moddle");
@@ -96,6 +109,30 @@
     modeling.updateProperties(element, { extensionElements: found.ext.get("values").length ? found.ext : undefined });
   }
 
+  // spiffworkflow:calledDecisionId is a direct child of extensionElements, its text the decision id.
+  var DECISION = "spiffworkflow:calledDecisionId";
+
+  function getDecision(bo) {
+    var values = bo.extensionElements ? bo.extensionElements.get("values") : [];
+    var node = values.filter(function (v) { return v.$type === DECISION; })[0];
+    return node ? (node.$body || "").trim() : "";
+  }
+
+  function setDecision(element, value) {
+    // A fresh extensionElements object, so undo gets the old one back untouched.
+    var bo = element.businessObject;
+    var kept = (bo.extensionElements ? bo.extensionElements.get("values") : [])
+      .filter(function (v) { return v.$type !== DECISION; });
+    var ext = moddle.create("bpmn:ExtensionElements", { values: kept.slice() });
+    ext.$parent = bo;
+    if (value) {
+      var node = moddle.createAny(DECISION, SPIFF_NS, { $body: value });
+      node.$parent = ext;
+      ext.get("values").push(node);
+    }
+    modeling.updateProperties(element, { extensionElements: ext.get("values").length ? ext : undefined });
+  }
+
   // --- the side panel ------------------------------------------------------------------------------
 
   function field(label, input) {
@@ -144,6 +181,12 @@
       panel.appendChild(field(text.form, select(formOptions, current, function (value) { setProperty(element, FORM, value); })));
       panel.appendChild(field(text.dueDate, textInput(element, "dueDate", '"P7D"')));
       panel.appendChild(field(text.owner, textInput(element, "owner", '"username"')));
+    }
+    if (element.type === "bpmn:BusinessRuleTask") {
+      var called = getDecision(bo);
+      var decisionOptions = [["", text.none]].concat(decisions.map(function (d) { return [d, d]; }));
+      if (called && decisions.indexOf(called) < 0) { decisionOptions.push([called, called]); }
+      panel.appendChild(field(text.decision, select(decisionOptions, called, function (value) { setDecision(element, value); })));
     }
     if (isTask || element.type === "bpmn:SubProcess") {
       panel.appendChild(field(text.stage, textInput(element, "stage", "")));
