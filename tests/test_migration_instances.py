@@ -62,6 +62,13 @@ def two_running(engine: Engine) -> tuple[int, int]:
     return at_apply.id, at_review.id
 
 
+def five_judges(engine: Engine) -> None:
+    with engine.db.write() as s:  # five judges, as tests/test_lifecycle.py's fixture sets up
+        for name in ("judge4", "judge5"):
+            add_user(s, name, f"评委{name[-1]}")
+            grant(s, name, "HQ", "review_committee")
+
+
 def only_tasks(engine: Engine, instance_id: int) -> list[HumanTask]:
     with engine.db.read() as s:
         return list(
@@ -156,10 +163,7 @@ def test_diff_lists_added_removed_changed_elements() -> None:
 
 def test_lifecycle_in_practice_moves_to_a_version_with_renamed_later_step(engine: Engine) -> None:
     """The real lifecycle: stages are expanded sub-processes, practice is a multi-instance task."""
-    with engine.db.write() as s:  # five judges, as tests/test_lifecycle.py's fixture sets up
-        for name in ("judge4", "judge5"):
-            add_user(s, name, f"评委{name[-1]}")
-            grant(s, name, "HQ", "review_committee")
+    five_judges(engine)
     engine.deploy(lifecycle_files(), "designer", PROCESS)
     inst_id = to_practice(engine)
     before = sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
@@ -179,13 +183,6 @@ def test_lifecycle_in_practice_moves_to_a_version_with_renamed_later_step(engine
     assert engine.run_due_jobs(later(31)) == 1  # the round timer, kept across the move
     assert only_task(engine, "sec1", "round_report").title == "阶段进展汇报(新)"  # version 2's step
     assert_chain_intact(engine)
-
-
-def five_judges(engine: Engine) -> None:
-    with engine.db.write() as s:  # five judges, as tests/test_lifecycle.py's fixture sets up
-        for name in ("judge4", "judge5"):
-            add_user(s, name, f"评委{name[-1]}")
-            grant(s, name, "HQ", "review_committee")
 
 
 def test_lifecycle_moves_when_stages_ahead_of_the_running_ones_are_renamed_or_removed(engine: Engine) -> None:
@@ -221,10 +218,7 @@ def test_lifecycle_moves_when_stages_ahead_of_the_running_ones_are_renamed_or_re
 
 def test_lifecycle_refused_when_a_running_stage_was_renamed(engine: Engine) -> None:
     """Dynamic control runs beside practice: renaming it is refused, not corrupted."""
-    with engine.db.write() as s:
-        for name in ("judge4", "judge5"):
-            add_user(s, name, f"评委{name[-1]}")
-            grant(s, name, "HQ", "review_committee")
+    five_judges(engine)
     engine.deploy(lifecycle_files(), "designer", PROCESS)
     inst_id = to_practice(engine)
     changed = lifecycle_files()
