@@ -32,6 +32,14 @@ def test_lifecycle_opens_in_the_modeler_and_validation_marks_a_broken_task(
     for tag in ("spiffworkflow:property ", "spiffworkflow:postScript", "spiffworkflow:calledDecisionId"):
         assert saved.count(f"<{tag}") == original.count(f"<{tag}"), tag  # our extensions round-trip
 
+    xml = "() => window.qzModeler.saveXML().then(r => r.xml)"
+    page.get_by_label("表单").select_option("")  # the panel's change is a command: undo restores it
+    uses = saved.count("lifecycle_application.json")
+    assert page.evaluate(xml).count("lifecycle_application.json") == uses - 1
+    page.evaluate("() => window.qzModeler.get('commandStack').undo()")
+    restored = page.evaluate(xml)
+    assert restored.count("lifecycle_application.json") == uses
+
     owner = page.get_by_label("办理人表达式")
     owner.fill("__import__('os')")
     owner.dispatch_event("change")

@@ -64,49 +64,41 @@
 
   // --- our extension properties on the business object -------------------------------------------
 
-  function propertiesOf(bo, create) {
-    var ext = bo.extensionElements;
-    if (!ext) {
-      if (!create) { return null; }
-      ext = moddle.create("bpmn:ExtensionElements", { values: [] });
-      ext.$parent = bo;
-    }
-    var values = ext.get("values");
+  function propertiesOf(bo) {
+    var values = bo.extensionElements ? bo.extensionElements.get("values") : [];
     var props = values.filter(function (v) { return v.$type === "spiffworkflow:properties"; })[0];
-    if (!props && create) {
-      props = moddle.createAny("spiffworkflow:properties", SPIFF_NS, { $children: [] });
-      props.$parent = ext;
-      values.push(props);
-    }
-    return props ? { ext: ext, props: props } : null;
+    return props ? { props: props } : null;
   }
 
   function getProperty(bo, name) {
-    var found = propertiesOf(bo, false);
+    var found = propertiesOf(bo);
     var items = found ? (found.props.$children || []) : [];
     var item = items.filter(function (p) { return p.name === name; })[0];
     return item ? (item.value || "") : "";
   }
 
+  // A fresh extensionElements (and properties) object on every change, so that undo gets the old,
+  // untouched objects back; the property elements that did not change are shared.
   function setProperty(element, name, value) {
     var bo = element.businessObject;
-    var found = propertiesOf(bo, true);
-    var items = found.props.$children = found.props.$children || [];
-    var index = items.findIndex(function (p) { return p.name === name; });
-    if (value === "") {
-      if (index >= 0) { items.splice(index, 1); }
-    } else if (index >= 0) {
-      items[index].value = value;
-    } else {
-      var prop = moddle.createAny("spiffworkflow:property", SPIFF_NS, { name: name, value: value });
-      prop.$parent = found.props;
-      items.push(prop);
+    var found = propertiesOf(bo);
+    var before = found ? found.props.$children || [] : [];
+    var prop = value === "" ? null : moddle.createAny("spiffworkflow:property", SPIFF_NS, { name: name, value: value });
+    var kept = before.map(function (p) { return p.name === name ? prop : p; }).filter(Boolean);
+    if (prop && kept.indexOf(prop) < 0) { kept.push(prop); }
+    var ext = moddle.create("bpmn:ExtensionElements", { values: [] });
+    ext.$parent = bo;
+    var props = null;
+    if (kept.length) {
+      props = moddle.createAny("spiffworkflow:properties", SPIFF_NS, { $children: kept });
+      props.$parent = ext;
+      kept.forEach(function (p) { p.$parent = props; });
     }
-    if (!items.length) {
-      var values = found.ext.get("values");
-      values.splice(values.indexOf(found.props), 1);
-    }
-    modeling.updateProperties(element, { extensionElements: found.ext.get("values").length ? found.ext : undefined });
+    var values = (bo.extensionElements ? bo.extensionElements.get("values") : [])
+      .map(function (v) { return found && v === found.props ? props : v; }).filter(Boolean);
+    if (props && values.indexOf(props) < 0) { values.push(props); }
+    ext.set("values", values);
+    modeling.updateProperties(element, { extensionElements: ext.get("values").length ? ext : undefined });
   }
 
   // spiffworkflow:calledDecisionId is a direct child of extensionElements, its text the decision id.
