@@ -5,8 +5,9 @@ which only the engine may do (tests/test_layering.py). The web designer and the 
 
 Migration keeps each instance's runtime state (its task ids, data, claimed inbox rows, timers'
 due times) and re-points every task at the same-named task spec of the new version. That is only
-sound when every step the instance is at, or waits in, still exists in the new version; a dry run
-says per instance whether that holds and, if not, why.
+sound when every step the instance is at, waits in or has completed still exists in the new version;
+steps only predicted ahead of it (a later stage) are predicted again from the new version, so those
+may be removed or renamed. A dry run says per instance whether that holds and, if not, why.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ _CONTAINERS = {
 }
 # Active steps: an instance is at (READY, STARTED) or waits in (WAITING) these.
 ACTIVE = TaskState.READY | TaskState.WAITING | TaskState.STARTED
+# Steps predicted but not reached: they hold no data of their own and may be predicted again.
+UNREACHED = TaskState.FUTURE | TaskState.PREDICTED_MASK
 
 
 @dataclass(frozen=True)
@@ -200,8 +203,37 @@ def _repoint(workflow: object, diff: object, spec: object) -> None:
         task.data, task.internal_data = data, internal
         if task.state != state:
             task._set_state(state)
+    _repredict_after_running(workflow, spec)
     if workflow.last_task is not None and workflow.last_task.id not in workflow.tasks:  # type: ignore[attr-defined]
         workflow.last_task = None  # type: ignore[attr-defined]
+
+
+def _repredict_after_running(workflow: object, spec: object) -> None:
+    """Re-predict the steps ahead of a running stage when the new version removed or renamed one.
+
+    A started sub-process (a lifecycle stage) keeps its successors as predicted (not yet reached)
+    tasks in the saved state; the reset above only re-predicts below ready and waiting steps, so those
+    would keep naming a spec the new version lacks and the state could not load. Unreached tasks carry
+    no data of their own, so dropping them and predicting again from the new spec loses nothing.
+    """
+    specs = spec.task_specs  # type: ignore[attr-defined]
+    for anchor in workflow.get_tasks(state=TaskState.STARTED, skip_subprocesses=True):  # type: ignore[attr-defined]
+        ahead = [c for c in anchor.children if c.has_state(UNREACHED)]
+        if not any(_stale_below(c, specs) for c in ahead):
+            continue
+        for child in ahead:
+            workflow._remove_task(child.id)  # type: ignore[attr-defined]
+        present = {c.task_spec for c in anchor.children}
+        for output in anchor.task_spec.outputs:
+            if output not in present:
+                anchor._add_child(output, TaskState.FUTURE)
+        for child in anchor.children:
+            if child.has_state(UNREACHED):
+                child.task_spec._predict(child, mask=UNREACHED)
+
+
+def _stale_below(task: object, specs: Mapping[str, object]) -> bool:
+    return any(specs.get(t.task_spec.name) is not t.task_spec for t in task)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -102,6 +103,27 @@ def test_modeler_page_and_xml(web_app: Flask, approval: Definition) -> None:
     assert xml.mimetype == "application/xml" and b'id="approval"' in xml.data
     assert client.get("/designer/version.bpmn?key=approval&version=7").status_code == 404
     assert b"<bpmn:process" in client.get("/designer/new.bpmn").data
+
+
+def labels(html: str) -> dict[str, str]:
+    found = re.search(r"data-labels='([^']*)'", html)
+    assert found
+    return json.loads(found.group(1))
+
+
+def test_modeler_page_carries_decisions_and_palette_labels_in_the_user_locale(
+    web_app: Flask, approval: Definition
+) -> None:
+    client = sign_in(web_app, "designer")
+    latest = client.get("/designer/edit?key=approval").get_data(as_text=True)  # no version: the newest
+    assert "version=1" in latest
+    assert "lifecycle_initiation" in latest and "org_grading_weights" in latest  # workflows/*.dmn
+    assert labels(latest)["Create task"] == "创建任务"  # bpmn-js's translate service reads these
+    assert client.get("/designer/edit?key=nothing_here").status_code == 404
+    with client.session_transaction() as session:
+        session["lang"] = "en"
+    english = client.get("/designer/edit?key=approval").get_data(as_text=True)
+    assert labels(english)["Create task"] == "Create task"
 
 
 def test_validate_reports_problems_with_element_ids(web_app: Flask, approval: Definition) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import select
 
 from engine import Engine, Forbidden, InvalidState
@@ -57,6 +60,13 @@ def two_running(engine: Engine) -> tuple[int, int]:
     apply = [t for t in only_tasks(engine, at_review.id) if t.task_spec == "apply"][0]
     engine.complete(apply.id, "sec1", APPLICATION)
     return at_apply.id, at_review.id
+
+
+def five_judges(engine: Engine) -> None:
+    with engine.db.write() as s:  # five judges, as tests/test_lifecycle.py's fixture sets up
+        for name in ("judge4", "judge5"):
+            add_user(s, name, f"评委{name[-1]}")
+            grant(s, name, "HQ", "review_committee")
 
 
 def only_tasks(engine: Engine, instance_id: int) -> list[HumanTask]:
@@ -153,10 +163,7 @@ def test_diff_lists_added_removed_changed_elements() -> None:
 
 def test_lifecycle_in_practice_moves_to_a_version_with_renamed_later_step(engine: Engine) -> None:
     """The real lifecycle: stages are expanded sub-processes, practice is a multi-instance task."""
-    with engine.db.write() as s:  # five judges, as tests/test_lifecycle.py's fixture sets up
-        for name in ("judge4", "judge5"):
-            add_user(s, name, f"评委{name[-1]}")
-            grant(s, name, "HQ", "review_committee")
+    five_judges(engine)
     engine.deploy(lifecycle_files(), "designer", PROCESS)
     inst_id = to_practice(engine)
     before = sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
@@ -178,12 +185,40 @@ def test_lifecycle_in_practice_moves_to_a_version_with_renamed_later_step(engine
     assert_chain_intact(engine)
 
 
-def test_lifecycle_refused_when_a_predicted_later_stage_was_removed(engine: Engine) -> None:
-    """A step still ahead of a running stage is in the saved state: its removal is refused, not corrupted."""
-    with engine.db.write() as s:
-        for name in ("judge4", "judge5"):
-            add_user(s, name, f"评委{name[-1]}")
-            grant(s, name, "HQ", "review_committee")
+def test_lifecycle_moves_when_stages_ahead_of_the_running_ones_are_renamed_or_removed(engine: Engine) -> None:
+    """Acceptance lies ahead of the running practice and control stages: it is only predicted in the
+    saved state, so the move drops that prediction and predicts again from version 2."""
+    five_judges(engine)
+    engine.deploy(lifecycle_files(), "designer", PROCESS)
+    inst_id = to_practice(engine)
+    before = sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
+    changed = lifecycle_files()
+    bpmn = changed["project_lifecycle.bpmn"].decode()
+    bpmn = bpmn.replace('"stage_acceptance"', '"stage_review_v2"')
+    bpmn = re.sub(r'<bpmn:subProcess id="stage_promotion".*?\n    </bpmn:subProcess>', "", bpmn, flags=re.S)
+    bpmn = bpmn.replace('targetRef="stage_promotion"', 'targetRef="end"')
+    changed["project_lifecycle.bpmn"] = re.sub(r'<bpmn:sequenceFlow id="m_f10"[^>]*/>', "", bpmn).encode()
+    v2 = engine.deploy(changed, "designer", PROCESS)
+    (check,) = dry_run(engine, PROCESS, 1, 2)
+    assert check.can_move, check
+    engine.migrate(inst_id, "designer", 2)
+    after = sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
+    assert after == before  # the running stages' work items are untouched
+    with engine.db.read() as s:
+        row = s.get(Instance, inst_id)
+        assert row is not None and row.definition_id == v2.id
+        target = engine.compiled(v2)
+        workflow = engine.serializer.loads(
+            row.state, target.specs[PROCESS], target.subprocess_specs(), engine.script_engine
+        )
+    ahead = {t.task_spec.name for t in workflow.get_tasks(state=TaskState.FUTURE | TaskState.PREDICTED_MASK)}
+    assert "stage_review_v2" in ahead and "stage_acceptance" not in ahead and "stage_promotion" not in ahead
+    assert_chain_intact(engine)
+
+
+def test_lifecycle_refused_when_a_running_stage_was_renamed(engine: Engine) -> None:
+    """Dynamic control runs beside practice: renaming it is refused, not corrupted."""
+    five_judges(engine)
     engine.deploy(lifecycle_files(), "designer", PROCESS)
     inst_id = to_practice(engine)
     changed = lifecycle_files()

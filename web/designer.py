@@ -30,6 +30,7 @@ from engine.models import Definition
 from engine.safexml import UnsafeXML, parse_xml
 from engine.versions import diff_versions, dry_run, migrate_all
 from web.access import require_role
+from web.designer_text import bpmn_js_labels
 from web.extension import current_engine
 from web.formatting import beijing_time
 from web.workflows import FORMS, WORKFLOWS, _decision_files
@@ -88,12 +89,15 @@ def diff() -> str:
     return render_template("designer/diff.html", key=key, old=old, new=new, diff=result, versions=versions)
 
 
-def _definition(s: Any, key: str, version: int | None) -> Definition:
-    if version is None:
+def _definition(s: Any, key: str, version: int | None, latest: bool = False) -> Definition:
+    """The deployed ``version`` of ``key``; with ``latest``, no version means the newest one (the
+    modeler's bookmarkable link); diff and migration always name both versions."""
+    if version is None and not latest:
         abort(404)
-    row = s.execute(
-        select(Definition).where(Definition.process_key == key, Definition.version == version)
-    ).scalar_one_or_none()
+    query = select(Definition).where(Definition.process_key == key)
+    if version is not None:
+        query = query.where(Definition.version == version)
+    row = s.execute(query.order_by(Definition.version.desc()).limit(1)).scalar_one_or_none()
     if row is None:
         abort(404)
     return row
@@ -109,14 +113,17 @@ def edit() -> Response:
     key = request.args.get("key") or ""
     version = request.args.get("version", type=int)
     with current_engine().db.read() as s:
-        base = _definition(s, key, version) if key else None
-        bundle_forms = sorted(n for n in (base.sources if base else {}) if n.lower().endswith(".json"))
-    forms = sorted(set(bundle_forms) | {p.name for p in FORMS.glob("*.json")})
+        base = _definition(s, key, version, latest=True) if key else None
+        sources = dict(base.sources) if base else {}
+    bundle_forms = {n for n in sources if n.lower().endswith(".json")}
+    forms = sorted(bundle_forms | {p.name for p in FORMS.glob("*.json")})
     draft = draft_path(key)
     if request.args.get("draft") and draft.is_file():
         xml_url = url_for("designer.draft_xml", key=key)
     else:
-        xml_url = url_for("designer.xml", key=key, version=version) if base else url_for("designer.new_xml")
+        xml_url = url_for("designer.new_xml")
+        if base:
+            xml_url = url_for("designer.xml", key=key, version=base.version)
     page = render_template(
         "designer/edit.html",
         base=base,
@@ -124,6 +131,8 @@ def edit() -> Response:
         xml_url=xml_url,
         forms=forms,
         roles=ROLES,
+        decisions=decision_ids(sources),
+        labels=bpmn_js_labels(),
         may_deploy=current_user.has_role("designer"),
         draft_saved=beijing_time(datetime.fromtimestamp(draft.stat().st_mtime, UTC))
         if draft.is_file()
@@ -311,6 +320,24 @@ def bundle_files(xml_text: str, key: str, sources: dict[str, str]) -> dict[str, 
         if decision in dmn and f'id="{decision}"' not in known:
             files[dmn[decision].name] = dmn[decision].read_text("utf-8")
     return files
+
+
+def decision_ids(sources: dict[str, str]) -> list[str]:
+    """Decisions a business rule task may call: the bundle's DMN and workflows/*.dmn, the same two
+    places ``bundle_files`` takes them from on deploy."""
+    found = set(_decision_files(sorted(WORKFLOWS.glob("*.dmn"))))
+    for name, text in sources.items():
+        if not name.lower().endswith(".dmn"):
+            continue
+        try:
+            tree = parse_xml(text.encode("utf-8"), name)
+        except UnsafeXML:
+            continue
+        found |= {
+            n.get("id", "") for n in tree.iter() if isinstance(n.tag, str) and n.tag.endswith("}decision")
+        }
+    found.discard("")
+    return sorted(found)
 
 
 def _process_id(xml_text: str) -> str | None:

@@ -18,6 +18,8 @@
   var text = JSON.parse(root.dataset.text || "{}");
   var forms = JSON.parse(root.dataset.forms || "[]");
   var roles = JSON.parse(root.dataset.roles || "{}");
+  var decisions = JSON.parse(root.dataset.decisions || "[]");
+  var labels = JSON.parse(root.dataset.labels || "{}");
   var state = { key: root.dataset.key || "", version: root.dataset.version ? Number(root.dataset.version) : null };
   var statusEl = root.querySelector(".qz-status");
   var results = root.querySelector(".qz-results");
@@ -36,7 +38,18 @@
   }
 
   if (typeof window.BpmnJS !== "function") { say(text.loadFailed); return; }
-  var modeler = new window.BpmnJS({ container: root.querySelector(".qz-canvas") });
+  // bpmn-js asks its translate service for every palette, context pad and popup label (English keys);
+  // ours answers from the table the page carries (web/designer_text.py, in the UI locale).
+  function translate(template, replacements) {
+    var values = replacements || {};
+    return (labels[template] || template).replace(/{([^}]+)}/g, function (whole, key) {
+      return values[key] !== undefined ? values[key] : whole;
+    });
+  }
+  var modeler = new window.BpmnJS({
+    container: root.querySelector(".qz-canvas"),
+    additionalModules: [{ translate: ["value", translate] }]
+  });
   window.qzModeler = modeler; // for the browser test and the console
   var modeling = modeler.get("modeling");
   var moddle = modeler.get("moddle");
@@ -51,49 +64,65 @@
 
   // --- our extension properties on the business object -------------------------------------------
 
-  function propertiesOf(bo, create) {
-    var ext = bo.extensionElements;
-    if (!ext) {
-      if (!create) { return null; }
-      ext = moddle.create("bpmn:ExtensionElements", { values: [] });
-      ext.$parent = bo;
-    }
-    var values = ext.get("values");
+  function propertiesOf(bo) {
+    var values = bo.extensionElements ? bo.extensionElements.get("values") : [];
     var props = values.filter(function (v) { return v.$type === "spiffworkflow:properties"; })[0];
-    if (!props && create) {
-      props = moddle.createAny("spiffworkflow:properties", SPIFF_NS, { $children: [] });
-      props.$parent = ext;
-      values.push(props);
-    }
-    return props ? { ext: ext, props: props } : null;
+    return props ? { props: props } : null;
   }
 
   function getProperty(bo, name) {
-    var found = propertiesOf(bo, false);
+    var found = propertiesOf(bo);
     var items = found ? (found.props.$children || []) : [];
     var item = items.filter(function (p) { return p.name === name; })[0];
     return item ? (item.value || "") : "";
   }
 
+  // A fresh extensionElements (and properties) object on every change, so that undo gets the old,
+  // untouched objects back; the property elements that did not change are shared.
   function setProperty(element, name, value) {
     var bo = element.businessObject;
-    var found = propertiesOf(bo, true);
-    var items = found.props.$children = found.props.$children || [];
-    var index = items.findIndex(function (p) { return p.name === name; });
-    if (value === "") {
-      if (index >= 0) { items.splice(index, 1); }
-    } else if (index >= 0) {
-      items[index].value = value;
-    } else {
-      var prop = moddle.createAny("spiffworkflow:property", SPIFF_NS, { name: name, value: value });
-      prop.$parent = found.props;
-      items.push(prop);
+    var found = propertiesOf(bo);
+    var before = found ? found.props.$children || [] : [];
+    var prop = value === "" ? null : moddle.createAny("spiffworkflow:property", SPIFF_NS, { name: name, value: value });
+    var kept = before.map(function (p) { return p.name === name ? prop : p; }).filter(Boolean);
+    if (prop && kept.indexOf(prop) < 0) { kept.push(prop); }
+    var ext = moddle.create("bpmn:ExtensionElements", { values: [] });
+    ext.$parent = bo;
+    var props = null;
+    if (kept.length) {
+      props = moddle.createAny("spiffworkflow:properties", SPIFF_NS, { $children: kept });
+      props.$parent = ext;
+      kept.forEach(function (p) { p.$parent = props; });
     }
-    if (!items.length) {
-      var values = found.ext.get("values");
-      values.splice(values.indexOf(found.props), 1);
+    var values = (bo.extensionElements ? bo.extensionElements.get("values") : [])
+      .map(function (v) { return found && v === found.props ? props : v; }).filter(Boolean);
+    if (props && values.indexOf(props) < 0) { values.push(props); }
+    ext.set("values", values);
+    modeling.updateProperties(element, { extensionElements: ext.get("values").length ? ext : undefined });
+  }
+
+  // spiffworkflow:calledDecisionId is a direct child of extensionElements, its text the decision id.
+  var DECISION = "spiffworkflow:calledDecisionId";
+
+  function getDecision(bo) {
+    var values = bo.extensionElements ? bo.extensionElements.get("values") : [];
+    var node = values.filter(function (v) { return v.$type === DECISION; })[0];
+    return node ? (node.$body || "").trim() : "";
+  }
+
+  function setDecision(element, value) {
+    // A fresh extensionElements object, so undo gets the old one back untouched.
+    var bo = element.businessObject;
+    var kept = (bo.extensionElements ? bo.extensionElements.get("values") : [])
+      .filter(function (v) { return v.$type !== DECISION; });
+    var ext = moddle.create("bpmn:ExtensionElements", { values: kept.slice() });
+    ext.$parent = bo;
+    if (value) {
+      var node = moddle.createAny(DECISION, SPIFF_NS, { $body: value });
+      node.$parent = ext;
+      ext.get("values").push(node);
     }
-    modeling.updateProperties(element, { extensionElements: found.ext.get("values").length ? found.ext : undefined });
+    modeling.updateProperties(element, { extensionElements: ext.get("values").length ? ext : undefined });
   }
 
   // --- the side panel ------------------------------------------------------------------------------
@@ -144,6 +173,12 @@
       panel.appendChild(field(text.form, select(formOptions, current, function (value) { setProperty(element, FORM, value); })));
       panel.appendChild(field(text.dueDate, textInput(element, "dueDate", '"P7D"')));
       panel.appendChild(field(text.owner, textInput(element, "owner", '"username"')));
+    }
+    if (element.type === "bpmn:BusinessRuleTask") {
+      var called = getDecision(bo);
+      var decisionOptions = [["", text.none]].concat(decisions.map(function (d) { return [d, d]; }));
+      if (called && decisions.indexOf(called) < 0) { decisionOptions.push([called, called]); }
+      panel.appendChild(field(text.decision, select(decisionOptions, called, function (value) { setDecision(element, value); })));
     }
     if (isTask || element.type === "bpmn:SubProcess") {
       panel.appendChild(field(text.stage, textInput(element, "stage", "")));
