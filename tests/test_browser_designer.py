@@ -3,8 +3,15 @@ extensions, and server validation marks the offending element."""
 
 from __future__ import annotations
 
-from tests.browser import LiveServer, sign_in_as
+import re
+
+from sqlalchemy import select
+
+from engine.models import AuditEvent, Definition, Instance
+from tests.browser import LiveServer, sign_in_as, sign_out
+from tests.lifecycle_helpers import PROCESS as LIFECYCLE
 from tests.lifecycle_helpers import ROOT
+from web import engine_of
 
 
 def test_lifecycle_opens_in_the_modeler_and_validation_marks_a_broken_task(
@@ -75,4 +82,96 @@ def test_palette_speaks_chinese_and_the_panel_edits_decision_references(
     page.evaluate("() => window.qzModeler.get('commandStack').undo()")
     saved = page.evaluate("() => window.qzModeler.saveXML().then(r => r.xml)")
     assert called.format("lifecycle_initiation") in saved
+    assert page.js_errors == []
+
+
+# The designer's whole change, as the issue puts it: add a mid-term review (中期检查) to the control
+# stage, see validation refuse a bad due date, fix it, deploy version 2, move the running projects
+# onto it after a dry run, and start a project on it. Shapes are placed through the modeler's own
+# modeling commands (what the palette's drag-and-drop runs); everything else is clicked.
+INSERT_REVIEW = """() => {
+  const m = window.qzModeler, registry = m.get('elementRegistry'), modeling = m.get('modeling');
+  const flow = registry.get('s4_f5'), before = flow.source, after = flow.target;
+  // beside the office's check, in the office's lane
+  const at = {x: after.x + after.width * 1.5 + 40, y: after.y + after.height / 2};
+  const review = modeling.createShape({type: 'bpmn:UserTask'}, at, after.parent);
+  modeling.removeConnection(flow);
+  modeling.connect(before, review);
+  modeling.connect(review, after);
+  modeling.updateLabel(review, '中期检查');
+  m.get('selection').select(review);
+  return review.id;
+}"""
+
+
+def _panel_input(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    box = page.locator(".qz-panel").get_by_label(label)
+    box.fill(value)
+    box.dispatch_event("change")
+
+
+def test_a_designer_adds_a_review_step_deploys_it_and_moves_the_running_projects(
+    page,
+    live_server: LiveServer,  # type: ignore[no-untyped-def]
+) -> None:
+    engine = engine_of(live_server.app)
+    with engine.db.read() as s:
+        running = {
+            i.id for i in s.execute(select(Instance).where(Instance.process_key == LIFECYCLE)).scalars()
+        }
+    sign_in_as(page, live_server, "luoyi")
+    page.goto(f"{live_server.url}/designer/")
+    page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
+        "link", name="打开"
+    ).first.click()
+    page.wait_for_selector("#qz-designer[data-ready='1']")
+
+    review = page.evaluate(INSERT_REVIEW)
+    page.locator(".qz-panel").get_by_label("表单").select_option("lifecycle_supervision.json")
+    _panel_input(page, "办理期限表达式", '"P7D')  # the closing quote forgotten: validation must say so
+    page.get_by_role("button", name="校验").click()
+    page.wait_for_selector(f".qz-problems li[data-element='{review}']")
+    assert page.locator(f"[data-element-id='{review}'].qz-error").count() == 1
+    _panel_input(page, "办理期限表达式", '"P7D"')
+    page.get_by_role("button", name="校验").click()
+    page.wait_for_selector(".qz-results .qz-ok")
+    page.once("dialog", lambda dialog: dialog.accept())  # 确认部署为新版本?
+    page.get_by_role("button", name="部署为新版本").click()
+    page.wait_for_selector(".qz-results .qz-ok:has-text('已部署 project_lifecycle 第 2 版')")
+
+    page.goto(f"{live_server.url}/designer/")
+    page.get_by_role("link", name="迁移 v1 → v2").click()
+    rows = page.locator("tbody tr")
+    assert rows.count() == len(running) and page.locator("tr.qz-blocked").count() == 0
+    page.get_by_role("button", name=re.compile("迁移全部可迁移的实例")).click()
+    page.wait_for_selector("[role=status], .flash")
+    assert f"已迁移 {len(running)} 个实例" in page.locator("main").inner_text()
+    sign_out(page)
+
+    sign_in_as(page, live_server, "liuyang")  # a secretary starts a new project: it runs on v2
+    page.goto(f"{live_server.url}/instances/new")
+    start = page.locator("section.start-process")
+    start.get_by_label(re.compile("^流程")).select_option(LIFECYCLE)
+    start.get_by_label(re.compile("^组织")).select_option(label="机关党支部")
+    start.get_by_label(re.compile("^标题")).fill("中期检查试点项目")
+    start.get_by_role("button", name="发起", exact=True).click()
+    page.wait_for_url("**/tasks/*")
+
+    with engine.db.read() as s:
+        versions = dict(
+            s.execute(
+                select(Instance.id, Definition.version)
+                .join(Definition, Definition.id == Instance.definition_id)
+                .where(Instance.process_key == LIFECYCLE)
+            ).all()
+        )
+        trail = [a for a in s.execute(select(AuditEvent.action).where(AuditEvent.actor == "luoyi")).scalars()]
+    assert set(versions.values()) == {2} and len(versions) == len(running) + 1
+    with engine.db.read() as s:
+        deployed = s.execute(
+            select(Definition.sources).where(Definition.process_key == LIFECYCLE, Definition.version == 2)
+        ).scalar_one()
+    lanes = re.findall(r'<bpmn:lane id="[^"]+" name="([^"]+)">(.*?)</bpmn:lane>', str(deployed), re.S)
+    assert [name for name, refs in lanes if f">{review}<" in refs] == ["party_office"]  # placed in its lane
+    assert trail.count("instance.migrated") == len(running) and "definition.deployed" in trail
     assert page.js_errors == []

@@ -191,6 +191,42 @@
     if (selected.length === 1 && selected[0] === e.element && !panel.contains(document.activeElement)) { show(e.element); }
   });
 
+  // --- lanes for steps inside a stage ------------------------------------------------------------
+  // bpmn-js files a new or moved shape under the lanes of its nearest lane root, and a stage (an
+  // expanded sub-process) is a root with no lanes of its own, so a step drawn inside a stage would
+  // belong to no lane, and so to no role. The lane is where the step stands: file it there.
+
+  function nested(shape) {
+    for (var p = shape.parent; p; p = p.parent) { if (p.type === "bpmn:SubProcess") { return true; } }
+    return false;
+  }
+
+  function laneAt(shape) {
+    var cx = shape.x + shape.width / 2, cy = shape.y + shape.height / 2;
+    var lanes = registry.filter(function (e) {
+      return e.type === "bpmn:Lane" && cx >= e.x && cx <= e.x + e.width && cy >= e.y && cy <= e.y + e.height;
+    });
+    lanes.sort(function (a, b) { return a.width * a.height - b.width * b.height; }); // the innermost
+    return lanes[0] || null;
+  }
+
+  function fileInLane(shape, removed) {
+    if (!shape || shape.labelTarget || !/Task$|Event$|Gateway$|SubProcess$|CallActivity$/.test(shape.type) || !nested(shape)) { return; }
+    var bo = shape.businessObject, lane = removed ? null : laneAt(shape);
+    registry.filter(function (e) { return e.type === "bpmn:Lane"; }).forEach(function (l) {
+      var refs = l.businessObject.get("flowNodeRef"), at = refs.indexOf(bo);
+      if (at >= 0 && l !== lane) { refs.splice(at, 1); }
+      if (l === lane && at < 0) { refs.push(bo); }
+    });
+  }
+
+  ["create", "move"].forEach(function (verb) {
+    modeler.on("commandStack.shape." + verb + ".postExecuted", function (e) { fileInLane(e.context.shape, false); });
+    modeler.on("commandStack.shape." + verb + ".reverted", function (e) { fileInLane(e.context.shape, verb === "create"); });
+  });
+  modeler.on("commandStack.shape.delete.postExecuted", function (e) { fileInLane(e.context.shape, true); });
+  modeler.on("commandStack.shape.delete.reverted", function (e) { fileInLane(e.context.shape, false); });
+
   // --- validate, deploy, download ------------------------------------------------------------------
 
   function clearMarks() {
