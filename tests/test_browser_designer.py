@@ -175,3 +175,32 @@ def test_a_designer_adds_a_review_step_deploys_it_and_moves_the_running_projects
     assert [name for name, refs in lanes if f">{review}<" in refs] == ["party_office"]  # placed in its lane
     assert trail.count("instance.migrated") == len(running) and "definition.deployed" in trail
     assert page.js_errors == []
+
+
+def test_a_designer_builds_a_form_and_watches_the_preview_follow(
+    page,
+    live_server: LiveServer,  # type: ignore[no-untyped-def]
+) -> None:
+    sign_in_as(page, live_server, "luoyi")
+    page.goto(f"{live_server.url}/designer/")
+    page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
+        "link", name="编辑表单"
+    ).click()
+    page.get_by_label("新表单文件名").fill("lifecycle_midterm.json")
+    page.get_by_role("button", name="新建表单").click()
+    page.get_by_label("表单标题").fill("中期检查")
+    page.get_by_label("第 1 个字段的字段名").fill("midterm_score")
+    page.get_by_label("第 1 个字段的标题").fill("中期得分")
+    page.get_by_label("第 1 个字段的类型").select_option("number")  # a change: htmx redraws the preview
+    preview = page.locator("#qz-preview")
+    preview.get_by_label("中期得分").wait_for()
+    assert preview.locator("input[name='midterm_score']").get_attribute("type") == "number"
+    page.get_by_label("第 2 个字段的字段名").fill("midterm_score")  # the same name twice
+    page.get_by_label("第 2 个字段的类型").select_option("date")
+    preview.get_by_text("midterm_score:字段名重复").wait_for()
+    page.get_by_label("第 2 个字段的字段名").fill("checked_on")
+    page.get_by_label("第 2 个字段的标题").fill("检查日期")
+    page.get_by_role("button", name="保存表单").click()
+    assert "已保存到草稿" in page.locator("main").inner_text()
+    assert page.get_by_label("第 2 个字段的字段名").input_value() == "checked_on"
+    assert page.js_errors == []

@@ -23,6 +23,7 @@ from web import (
     dashboard,
     designer,
     errors,
+    form_editor,
     formatting,
     health,
     home,
@@ -75,6 +76,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, instance_path: str | 
         notifications.bp,
         dashboard.bp,
         designer.bp,
+        form_editor.bp,
         supervise.bp,
         api.bp,
     ):

@@ -12,6 +12,7 @@ has no table for them.
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def edit() -> Response:
     with current_engine().db.read() as s:
         base = _definition(s, key, version, latest=True) if key else None
         sources = dict(base.sources) if base else {}
-    bundle_forms = {n for n in sources if n.lower().endswith(".json")}
+    bundle_forms = {n for n in sources if n.lower().endswith(".json")} | set(draft_forms(key))
     forms = sorted(bundle_forms | {p.name for p in FORMS.glob("*.json")})
     draft = draft_path(key)
     if request.args.get("draft") and draft.is_file():
@@ -181,6 +182,30 @@ def draft_path(key: str) -> Path:
     user = current_user.username if USERNAME.match(current_user.username) else str(current_user.id)
     name = key if key and KEY.match(key) else "_new"
     return Path(current_app.instance_path) / "designer_drafts" / user / f"{name}.bpmn"
+
+
+def draft_forms_dir(key: str) -> Path:
+    """The forms the user saved in the form editor for process ``key``, beside its diagram draft."""
+    return draft_path(key).with_suffix(".forms")
+
+
+def draft_forms(key: str) -> dict[str, str]:
+    folder = draft_forms_dir(key)
+    if not key or not folder.is_dir():
+        return {}
+    return {p.name: p.read_text("utf-8") for p in sorted(folder.glob("*.json"))}
+
+
+def bundle_sources(key: str) -> dict[str, str]:
+    """The files of the newest deployed version of ``key`` (empty for a process never deployed)."""
+    with current_engine().db.read() as s:
+        newest = s.execute(
+            select(Definition)
+            .where(Definition.process_key == key)
+            .order_by(Definition.version.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        return dict(newest.sources) if newest else {}
 
 
 @bp.get("/draft.bpmn")
@@ -252,6 +277,7 @@ def deploy() -> tuple[Response, int] | Response:
         return jsonify(problems=[Problem("", None, err.message).as_dict()], warnings=warnings), 409
     for name in {key, definition.process_key}:  # deployed: the draft it came from is done with
         draft_path(name).unlink(missing_ok=True)
+        shutil.rmtree(draft_forms_dir(name), ignore_errors=True)
     return jsonify(
         problems=[],
         warnings=warnings,
@@ -293,6 +319,7 @@ def _submitted() -> tuple[Any, tuple[Response, int] | None]:
             sources = dict(base.sources) if base else {}
     else:
         sources = {}
+    sources.update(draft_forms(str(key)))  # forms saved in the form editor win over the deployed ones
     return (bundle_files(text, key, sources), key, foreign_warnings(text)), None
 
 
