@@ -8,9 +8,9 @@ organisation is listed, so those with nothing at all show up as falling short to
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from engine.figures import LIFECYCLE, DrillRow, OrgTree, org_names
 from engine.models import Instance, InstanceFact, Organisation
 
 GRASSROOTS = ("general_branch", "branch")
+Row = TypeVar("Row")
 MIN_PROJECTS = 1
 MIN_PROBLEMS = 2
 
@@ -53,12 +54,8 @@ def yearly_compliance(
 ) -> dict[str, Compliance]:
     """Per grassroots organisation (by code): approved projects whose period starts in ``year``, and the
     problems their summaries list as solved (engine.facts). ``within`` limits it to those organisations."""
-    totals = facts.sums(s, process_key, year, within)
-    names = _names(s, within, totals)
-    report = {code: Compliance(code, name) for code, name in names.listed}
-    for org_id, counts in totals.items():
-        code, name = names.of[org_id]
-        row = report.setdefault(code, Compliance(code, name))
+    report, counted, names = _per_organisation(s, process_key, year, within, Compliance)
+    for row, counts in counted:
         row.projects, row.problems_solved = counts.get("projects", 0), counts.get("problems_solved", 0)
     titles = (
         select(InstanceFact.org_id, Instance.title)
@@ -75,6 +72,20 @@ def yearly_compliance(
     for org_id, title in s.execute(titles):
         report[names.of[org_id][0]].titles.append(title or "")
     return report
+
+
+def _per_organisation(
+    s: Session, process_key: str, year: int, within: Collection[int] | None, make: Callable[[str, str], Row]
+) -> tuple[dict[str, Row], list[tuple[Row, dict[str, int]]], _Names]:
+    """A row per grassroots organisation (by code), and each counted organisation's row with its sums."""
+    totals = facts.sums(s, process_key, year, within)
+    names = _names(s, within, totals)
+    rows = {code: make(code, name) for code, name in names.listed}
+    counted = []
+    for org_id, counts in totals.items():
+        code, name = names.of[org_id]
+        counted.append((rows.setdefault(code, make(code, name)), counts))
+    return rows, counted, names
 
 
 @dataclass
@@ -161,13 +172,8 @@ def pledge_year_figures(
     """Per branch (org code): the year's pledge figures (engine.facts). Every grassroots organisation is
     listed. ``org`` (a code or id) limits it to that organisation and those below; ``within`` to a scope.
     """
-    ids = _org_ids(s, org, within)
-    totals = facts.sums(s, PLEDGE, year, ids)
-    names = _names(s, ids, totals)
-    out = {code: PledgeFigures(code, name) for code, name in names.listed}
-    for org_id, counts in totals.items():
-        code, name = names.of[org_id]
-        row = out.setdefault(code, PledgeFigures(code, name))
+    out, counted, _ = _per_organisation(s, PLEDGE, year, _org_ids(s, org, within), PledgeFigures)
+    for row, counts in counted:
         for key, n in counts.items():
             if key.startswith(GRADE_PREFIX):
                 row.grades[key[len(GRADE_PREFIX) :]] = n
