@@ -1,9 +1,11 @@
-"""A project from application to the signed contract, entirely by clicking in a real browser.
+"""A project from application to the signed contract and its approved plan, by clicking in a browser.
 
 The branch secretary (liuyang, 机关党支部) starts a project and fills in the application; the party
 office (chenjing) returns it once with a comment; the secretary revises; the office approves and
 convenes the opening meeting with three judges; each judge scores; the committee secretary
-(wangjianguo) and the branch secretary sign the contract, and the project enters 任务分解. The
+(wangjianguo) and the branch secretary sign the contract, the secretary decomposes the project into
+two members' tasks and the office approves the plan, so the project enters 调研实践 (where
+tests/test_browser_acceptance.py takes the demo's project on to acceptance). The
 instance page is checked after each step: the stage and whose task is open. The database is read
 only to assert what was saved, never to move the process.
 """
@@ -29,6 +31,7 @@ from web.demo_lifecycle import PROCESS
 TITLE = "青年安全先锋岗建设"
 JUDGES = ["zhoumin", "wuqiang", "zhengyu"]
 TODAY = date.today()
+WORK_ITEMS = [("yangfan", "安全责任区方案", 30), ("huangli", "季度技能比武", 90)]
 
 
 def test_a_project_goes_from_application_through_a_return_and_scoring_to_the_signed_contract(
@@ -121,4 +124,25 @@ def test_a_project_goes_from_application_through_a_return_and_scoring_to_the_sig
     assert data["budget"] == 18500 and data["comments"] == "请补充经费明细"
     assert data["initiation_score"] == 88 and data["initiation_decision"] == "立项"
     assert data["contract_committee_signed_on"] == TODAY.isoformat()
+
+    # 7. the secretary decomposes the project into two members' tasks; the office approves the plan
+    page.locator("section.open-tasks").get_by_role("link", name="编制实施计划书(任务分解)").click()
+    page.wait_for_url("**/tasks/*")
+    items = page.locator("fieldset[data-rows='work_items']")
+    for i, (owner, deliverable, days) in enumerate(WORK_ITEMS):
+        if items.locator("[data-row]").count() <= i:
+            items.get_by_role("button", name="添加一项").click()
+        row = items.locator("[data-row]").nth(i)
+        row.get_by_label("责任党员(用户名)").fill(owner)
+        row.get_by_label("交付成果").fill(deliverable)
+        row.get_by_label("完成时限").fill((TODAY + timedelta(days=days)).isoformat())
+    submit_task(page)
+    sign_out(page)
+    take(page, live_server, "chenjing", instance_url, "任务分解", "审核实施计划")
+    page.get_by_label("通过", exact=True).check()
+    submit_task(page)
+    page.goto(instance_url)
+    at_stage(page, "调研实践")
+    practice = page.locator("section.open-tasks").inner_text()
+    assert practice.count("实施任务并报送进展") == 2 and "杨帆" in practice and "黄丽" in practice
     assert page.js_errors == []
