@@ -34,6 +34,7 @@ from web.access import require_role
 from web.designer_text import bpmn_js_labels
 from web.extension import current_engine
 from web.formatting import beijing_time
+from web.instances import STATUS_LABELS
 from web.workflows import FORMS, WORKFLOWS, _decision_files
 
 bp = Blueprint("designer", __name__, url_prefix="/designer")
@@ -414,7 +415,9 @@ def migrate_plan() -> str:
     with engine.db.read() as s:
         old, new = _definition(s, key, source), _definition(s, key, target)
     checks = dry_run(engine, key, old.version, new.version)
-    return render_template("designer/migrate.html", key=key, old=old, new=new, checks=checks)
+    return render_template(
+        "designer/migrate.html", key=key, old=old, new=new, checks=checks, status_labels=STATUS_LABELS
+    )
 
 
 @bp.post("/migrate")

@@ -59,8 +59,19 @@
   fetch(root.dataset.xmlUrl, { credentials: "same-origin" })
     .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
     .then(function (xml) { return modeler.importXML(xml); })
-    .then(function () { canvas.zoom("fit-viewport"); root.dataset.ready = "1"; })
+    .then(function () { readable(); root.dataset.ready = "1"; })
     .catch(function (err) { say(text.loadFailed + ": " + err.message); root.dataset.ready = "error"; });
+
+  // A wide process (the lifecycle's six stages) fitted whole is too small to edit: past a point,
+  // show it at a working size from its start instead, and let the designer scroll.
+  var MIN_FIT = 0.6, WORKING = 0.9;
+  function readable() {
+    var fitted = canvas.zoom("fit-viewport");
+    if (fitted >= MIN_FIT) { return; }
+    var inner = canvas.viewbox().inner;
+    var box = canvas.getContainer().getBoundingClientRect();
+    canvas.viewbox({ x: inner.x - 20, y: inner.y - 20, width: box.width / WORKING, height: box.height / WORKING });
+  }
 
   // --- our extension properties on the business object -------------------------------------------
 
