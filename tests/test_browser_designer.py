@@ -3,6 +3,7 @@ extensions, and server validation marks the offending element."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from sqlalchemy import select
@@ -85,7 +86,8 @@ def test_palette_speaks_chinese_and_the_panel_edits_decision_references(
     assert page.js_errors == []
 
 
-# The designer's whole change, as the issue puts it: add a mid-term review (中期检查) to the control
+# The designer's whole change, as the issue puts it: make a form for a mid-term review (中期检查) in the
+# form editor, add the step to the control
 # stage, see validation refuse a bad due date, fix it, deploy version 2, move the running projects
 # onto it after a dry run, and start a project on it. Shapes are placed through the modeler's own
 # modeling commands (what the palette's drag-and-drop runs); everything else is clicked.
@@ -104,6 +106,23 @@ INSERT_REVIEW = """() => {
 }"""
 
 
+def _new_form(page, server: LiveServer, name: str, title: str, fields: list[tuple[str, str, str]]) -> None:  # type: ignore[no-untyped-def]
+    """Make a form in the form editor, as a designer does from the version list."""
+    page.goto(f"{server.url}/designer/")
+    page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
+        "link", name="编辑表单"
+    ).click()
+    page.get_by_label("新表单文件名").fill(name)
+    page.get_by_role("button", name="新建表单").click()
+    page.get_by_label("表单标题").fill(title)
+    for i, (key, label, kind) in enumerate(fields, start=1):
+        page.get_by_label(f"第 {i} 个字段的字段名").fill(key)
+        page.get_by_label(f"第 {i} 个字段的标题").fill(label)
+        page.get_by_label(f"第 {i} 个字段的类型").select_option(kind)
+    page.get_by_role("button", name="保存表单").click()
+    assert "已保存到草稿" in page.locator("main").inner_text()
+
+
 def _panel_input(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def]
     box = page.locator(".qz-panel").get_by_label(label)
     box.fill(value)
@@ -120,6 +139,8 @@ def test_a_designer_adds_a_review_step_deploys_it_and_moves_the_running_projects
             i.id for i in s.execute(select(Instance).where(Instance.process_key == LIFECYCLE)).scalars()
         }
     sign_in_as(page, live_server, "luoyi")
+    fields = [("midterm_score", "中期得分", "number"), ("checked_on", "检查日期", "date")]
+    _new_form(page, live_server, "lifecycle_midterm.json", "中期检查", fields)
     page.goto(f"{live_server.url}/designer/")
     page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
         "link", name="打开"
@@ -127,7 +148,7 @@ def test_a_designer_adds_a_review_step_deploys_it_and_moves_the_running_projects
     page.wait_for_selector("#qz-designer[data-ready='1']")
 
     review = page.evaluate(INSERT_REVIEW)
-    page.locator(".qz-panel").get_by_label("表单").select_option("lifecycle_supervision.json")
+    page.locator(".qz-panel").get_by_label("表单").select_option("lifecycle_midterm.json")  # the new form
     _panel_input(page, "办理期限表达式", '"P7D')  # the closing quote forgotten: validation must say so
     page.get_by_role("button", name="校验").click()
     page.wait_for_selector(f".qz-problems li[data-element='{review}']")
@@ -171,6 +192,7 @@ def test_a_designer_adds_a_review_step_deploys_it_and_moves_the_running_projects
         deployed = s.execute(
             select(Definition.sources).where(Definition.process_key == LIFECYCLE, Definition.version == 2)
         ).scalar_one()
+    assert json.loads(deployed["lifecycle_midterm.json"])["properties"]["midterm_score"]["type"] == "number"
     lanes = re.findall(r'<bpmn:lane id="[^"]+" name="([^"]+)">(.*?)</bpmn:lane>', str(deployed), re.S)
     assert [name for name, refs in lanes if f">{review}<" in refs] == ["party_office"]  # placed in its lane
     assert trail.count("instance.migrated") == len(running) and "definition.deployed" in trail
