@@ -161,14 +161,24 @@ def test_diff_lists_added_removed_changed_elements() -> None:
     assert diff_versions(v1, v1).empty
 
 
-def test_lifecycle_in_practice_moves_to_a_version_with_renamed_later_step(engine: Engine) -> None:
-    """The real lifecycle: stages are expanded sub-processes, practice is a multi-instance task."""
+def _work_items(engine: Engine, inst_id: int) -> list[tuple[str, int | None, str]]:
+    return sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
+
+
+def _in_practice_on_v1(
+    engine: Engine,
+) -> tuple[int, list[tuple[str, int | None, str]], dict[str, bytes], str]:
+    """A v1 lifecycle project in practice, its work items, and v1's files with the diagram as text to edit."""
     five_judges(engine)
     engine.deploy(lifecycle_files(), "designer", PROCESS)
     inst_id = to_practice(engine)
-    before = sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
     changed = lifecycle_files()
-    bpmn = changed["project_lifecycle.bpmn"].decode()
+    return inst_id, _work_items(engine, inst_id), changed, changed["project_lifecycle.bpmn"].decode()
+
+
+def test_lifecycle_in_practice_moves_to_a_version_with_renamed_later_step(engine: Engine) -> None:
+    """The real lifecycle: stages are expanded sub-processes, practice is a multi-instance task."""
+    inst_id, before, changed, bpmn = _in_practice_on_v1(engine)
     changed["project_lifecycle.bpmn"] = bpmn.replace(
         'name="阶段进展汇报"', 'name="阶段进展汇报(新)"'
     ).encode()
@@ -176,7 +186,7 @@ def test_lifecycle_in_practice_moves_to_a_version_with_renamed_later_step(engine
     checks = dry_run(engine, PROCESS, 1, 2)
     assert [c.can_move for c in checks] == [True], checks
     engine.migrate(inst_id, "designer", 2)
-    after = sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
+    after = _work_items(engine, inst_id)
     assert after == before and {spec for spec, _, _ in after} == {"practice"}  # same work items, same people
     for member in ("member1", "member2"):
         engine.complete(only_task(engine, member, "practice").id, member, {"progress": {"summary": "完成"}})
@@ -188,12 +198,7 @@ def test_lifecycle_in_practice_moves_to_a_version_with_renamed_later_step(engine
 def test_lifecycle_moves_when_stages_ahead_of_the_running_ones_are_renamed_or_removed(engine: Engine) -> None:
     """Acceptance lies ahead of the running practice and control stages: it is only predicted in the
     saved state, so the move drops that prediction and predicts again from version 2."""
-    five_judges(engine)
-    engine.deploy(lifecycle_files(), "designer", PROCESS)
-    inst_id = to_practice(engine)
-    before = sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
-    changed = lifecycle_files()
-    bpmn = changed["project_lifecycle.bpmn"].decode()
+    inst_id, before, changed, bpmn = _in_practice_on_v1(engine)
     bpmn = bpmn.replace('"stage_acceptance"', '"stage_review_v2"')
     bpmn = re.sub(r'<bpmn:subProcess id="stage_promotion".*?\n    </bpmn:subProcess>', "", bpmn, flags=re.S)
     bpmn = bpmn.replace('targetRef="stage_promotion"', 'targetRef="end"')
@@ -202,7 +207,7 @@ def test_lifecycle_moves_when_stages_ahead_of_the_running_ones_are_renamed_or_re
     (check,) = dry_run(engine, PROCESS, 1, 2)
     assert check.can_move, check
     engine.migrate(inst_id, "designer", 2)
-    after = sorted((t.task_spec, t.assignee_id, t.task_guid) for t in only_tasks(engine, inst_id))
+    after = _work_items(engine, inst_id)
     assert after == before  # the running stages' work items are untouched
     with engine.db.read() as s:
         row = s.get(Instance, inst_id)
