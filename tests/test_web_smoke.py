@@ -5,6 +5,7 @@ Runs on whichever backend the ``db`` fixture gives (SQLite, or PostgreSQL via QI
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 from collections.abc import Iterator
@@ -242,3 +243,18 @@ def test_forwarded_client_address_is_trusted_only_behind_a_configured_proxy(
 def test_a_bad_proxy_count_stops_start_up_naming_the_variable(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="QIZHI_PROXIES"):
         create_app({"QIZHI_PROXIES": value}, instance_path=str(tmp_path / "i"))
+
+
+def test_demo_sign_in_page_puts_accounts_with_work_first_and_says_how_much(app: Flask) -> None:
+    engine = engine_of(app)
+    load_demo(engine)  # the real workflows: demo instances leave tasks waiting for some people
+    html = app.test_client().get("/login").get_data(as_text=True)
+
+    waiting = dict(re.findall(r'data-waiting="([a-z]+)">(\d+) 项待办', html))
+    assert waiting, "no demo account is shown with open tasks"
+    for username, shown in waiting.items():
+        assert int(shown) == len(engine.inbox(username)), username
+    secretaries = re.search(r"<dt>支部书记</dt>\s*<dd>(.*?)</dd>", html, re.S)
+    assert secretaries is not None
+    first = re.search(r"<code>([a-z]+)</code>", secretaries.group(1))
+    assert first is not None and first.group(1) in waiting  # the first secretary listed has work

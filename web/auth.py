@@ -104,7 +104,10 @@ def login() -> str | Response:
             if principal.locale:
                 session["lang"] = principal.locale
             return redirect(_safe_next(request.args.get("next")))
-    demo = sign_in_help() if current_app.config[settings.DEMO] else None
+    demo = None
+    if current_app.config[settings.DEMO]:
+        with current_engine().db.read() as s:
+            demo = sign_in_help(s)
     status = 401 if error else 200
     return render_template("auth/login.html", error=error, username=username, demo=demo), status
 

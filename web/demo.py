@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from engine import BundleInvalid, Engine, EngineError
+from engine import BundleInvalid, Engine, EngineError, queries
 from engine.bundle import Bundle
 from engine.directory import ROLES, add_org, add_user, grant
 from engine.models import Definition, Instance, Membership, Organisation, User
@@ -101,19 +101,23 @@ def usernames() -> list[str]:
 
 @dataclass
 class SignInHelp:
-    """What the sign-in page shows in demo mode: the password and, per role, who to sign in as."""
+    """What the sign-in page shows in demo mode: the password and, per role, who to sign in as, with
+    how many open tasks each has, so a new user starts with someone who has work waiting."""
 
     password: str
-    roles: list[tuple[str, list[Person]]]
+    roles: list[tuple[str, list[tuple[str, str, int]]]]
 
 
-def sign_in_help(per_role: int = 3) -> SignInHelp:
-    by_role: dict[str, list[Person]] = {role: [] for role in ROLES}
+def sign_in_help(s: Session, per_role: int = 3) -> SignInHelp:
+    """Up to ``per_role`` accounts per role, those with the most open tasks first."""
+    ids = dict(s.execute(select(User.username, User.id).where(User.username.in_(usernames()))).all())
+    waiting = {name: queries.inbox_count(s, ids[name]) if name in ids else 0 for name in usernames()}
+    by_role: dict[str, list[tuple[str, str, int]]] = {role: [] for role in ROLES}
     for username, display, roles in ACCOUNTS:
         for _org, role in roles:
-            if len(by_role[role]) < per_role:
-                by_role[role].append((username, display))
-    return SignInHelp(DEMO_PASSWORD, [(ROLES[r], people) for r, people in by_role.items() if people])
+            by_role[role].append((username, display, waiting[username]))
+    busiest = {role: sorted(people, key=lambda p: -p[2])[:per_role] for role, people in by_role.items()}
+    return SignInHelp(DEMO_PASSWORD, [(ROLES[role], people) for role, people in busiest.items() if people])
 
 
 @dataclass
