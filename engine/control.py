@@ -91,12 +91,11 @@ def may_delegate(s: Session, row: HumanTask, user_id: int) -> bool:
 def delegates(s: Session, row: HumanTask) -> list[tuple[str, str]]:
     """Who a task could be handed to (username, display name): its candidate role or group's active
     holders, other than its assignee. Empty for a task with no pool (any role-holder may then take it)."""
-    key = row.candidate_key or ""
-    if key.startswith("org:"):
-        _prefix, org_id, role = key.split(":", 2)
-        people = select(Membership.user_id).where(Membership.org_id == int(org_id), Membership.role == role)
-    elif key.startswith("group:"):
-        people = select(GroupMember.user_id).where(GroupMember.group_name == key.removeprefix("group:"))
+    pool = directory.read_key(row.candidate_key)
+    if isinstance(pool, tuple):
+        people = select(Membership.user_id).where(Membership.org_id == pool[0], Membership.role == pool[1])
+    elif isinstance(pool, str):
+        people = select(GroupMember.user_id).where(GroupMember.group_name == pool)
     else:
         return []
     query = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, literal, select
 from sqlalchemy.orm import Session
 
 from engine import audit
@@ -39,6 +39,16 @@ def role_key(org_id: int, role: str) -> str:
 
 def group_key(name: str) -> str:
     return f"group:{name}"
+
+
+def read_key(key: str | None) -> tuple[int, str] | str | None:
+    """What ``role_key`` or ``group_key`` wrote: (org id, role), a group name, or None (no pool)."""
+    if not key:
+        return None
+    if key.startswith("org:"):
+        _prefix, org_id, role = key.split(":", 2)
+        return int(org_id), role
+    return key.removeprefix("group:")
 
 
 def ancestors(session: Session, org_id: int) -> list[int]:
@@ -316,14 +326,19 @@ def rename_org(s: Session, actor: str, org: Organisation, name: str) -> None:
     _record(s, actor, "org_renamed", payload, org.id)
 
 
+def org_subtree(roots: Select[Any], name: str) -> Select[tuple[int]]:
+    """Ids of the organisations in ``roots`` and every organisation below them, as one recursive query.
+
+    ``name`` names the CTE, so two subtrees can appear in one statement.
+    """
+    tree = select(Organisation.id).where(Organisation.id.in_(roots)).cte(name, recursive=True)
+    tree = tree.union(select(Organisation.id).where(Organisation.parent_id == tree.c.id))
+    return select(tree.c.id)
+
+
 def descendants(s: Session, org_id: int) -> set[int]:
     """The organisation and every organisation below it."""
-    found, frontier = {org_id}, [org_id]
-    while frontier:
-        below = s.execute(select(Organisation.id).where(Organisation.parent_id.in_(frontier))).scalars()
-        frontier = [o for o in below if o not in found]
-        found.update(frontier)
-    return found
+    return set(s.execute(org_subtree(select(literal(org_id)), "below_org")).scalars())
 
 
 def move_org(s: Session, actor: str, org: Organisation, parent: Organisation) -> int:

@@ -170,10 +170,9 @@ def _nearest_holders(s: Session, chain: list[int], role: str) -> list[User]:
 def supervisors(s: Session, row: HumanTask, exclude: set[int]) -> list[User]:
     """The supervisors of the task's lane, by the rule in this module's docstring."""
     rules: list[tuple[list[int], str]] = []
-    key = row.candidate_key or ""
-    if key.startswith("org:") and row.lane in directory.ROLES:
-        _, org_id, role = key.split(":", 2)
-        rules.append((directory.ancestors(s, int(org_id))[1:], role))
+    pool = directory.read_key(row.candidate_key)
+    if isinstance(pool, tuple) and row.lane in directory.ROLES:
+        rules.append((directory.ancestors(s, pool[0])[1:], pool[1]))
     chain = directory.ancestors(s, row.org_id)
     rules += [(chain, role) for role in SUPERVISOR_FALLBACK]
     for orgs, role in rules:

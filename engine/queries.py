@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from engine import directory
 from engine.bundle import BPMN_NS, SPIFF_NS
+from engine.directory import org_subtree
 from engine.errors import Forbidden, NotFound
 from engine.models import Definition, HumanTask, Incident, Instance, Membership, Organisation, User
 from engine.safexml import parse_xml
@@ -220,16 +221,6 @@ def instance_view(s: Session, instance_id: int, viewer: User | None = None) -> I
 
 
 # --- instance lists, stages and diagrams (the instances pages) ------------------------------------
-
-
-def org_subtree(roots: Select[Any], name: str) -> Select[tuple[int]]:
-    """Ids of the organisations in ``roots`` and every organisation below them, as one recursive query.
-
-    ``name`` names the CTE, so two subtrees can appear in one statement.
-    """
-    tree = select(Organisation.id).where(Organisation.id.in_(roots)).cte(name, recursive=True)
-    tree = tree.union(select(Organisation.id).where(Organisation.parent_id == tree.c.id))
-    return select(tree.c.id)
 
 
 def visible_org_ids(user_id: int) -> Select[tuple[int]]:

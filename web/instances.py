@@ -514,12 +514,11 @@ def _who(s: Session, row: HumanTask) -> str:
     if row.assignee_id is not None:
         user = s.get(User, row.assignee_id)
         return user.display_name if user else ""
-    key = row.candidate_key or ""
-    if key.startswith("org:"):
-        _prefix, org_id, role = key.split(":", 2)
-        org = s.get(Organisation, int(org_id))
-        return f"{org.name if org else ''} · {_(directory.ROLES.get(role, role))}"
-    return key.removeprefix("group:")
+    pool = directory.read_key(row.candidate_key)
+    if isinstance(pool, tuple):
+        org = s.get(Organisation, pool[0])
+        return f"{org.name if org else ''} · {_(directory.ROLES.get(pool[1], pool[1]))}"
+    return pool or ""
 
 
 @bp.get("/<int:instance_id>")
