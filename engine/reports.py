@@ -110,18 +110,28 @@ def _names(s: Session, within: Collection[int] | None, counted: Collection[int])
 
 def compliance_behind(s: Session, year: int, org_id: int, process_key: str = LIFECYCLE) -> list[DrillRow]:
     """The projects one organisation's compliance figure counts, with the problems each solved."""
+    return _behind(s, process_key, year, org_id, "projects", _solved)
+
+
+def _solved(data: dict, _counted: int) -> str:
+    return "；".join(str(p) for p in data.get("problems_solved") or [])
+
+
+def _behind(
+    s: Session, process_key: str, year: int, org_id: int, measure: str, detail: Callable[[dict, int], str]
+) -> list[DrillRow]:
+    """The instances one figure cell counts (engine.facts), each with ``detail(data, its value)``."""
+    counted = facts.behind(s, process_key, year, org_id, measure)
     code, name = org_names(s, [org_id]).get(org_id, (str(org_id), str(org_id)))
-    counted = facts.behind(s, process_key, year, org_id, "projects")
-    rows = s.execute(
-        select(Instance.id, Instance.title, Instance.stage, Instance.status, Instance.data)
-        .where(Instance.id.in_(sorted(counted)))
-        .order_by(Instance.id)
+    query = select(Instance.id, Instance.title, Instance.stage, Instance.status, Instance.data).where(
+        Instance.id.in_(sorted(counted))
     )
-    out = []
-    for r in rows:
-        solved = "；".join(str(p) for p in (r.data or {}).get("problems_solved") or [])
-        out.append(DrillRow(r.id, r.title or "", code, name, r.stage, r.status, detail=solved))
-    return out
+    return [
+        DrillRow(
+            r.id, r.title or "", code, name, r.stage, r.status, detail=detail(r.data or {}, counted[r.id])
+        )
+        for r in s.execute(query.order_by(Instance.id))
+    ]
 
 
 # --- pledge cycle figures (承诺践诺) -----------------------------------------------------------------
@@ -192,13 +202,6 @@ def pledges_behind(s: Session, year: int, org_id: int, measure: str) -> list[Dri
     grade = measure.startswith(GRADE_PREFIX)
     if not grade and measure not in PLEDGE_MEASURES:
         raise NotFound(f"no pledge figure '{measure}'")
-    counted = facts.behind(s, PLEDGE, year, org_id, measure)
-    code, name = org_names(s, [org_id]).get(org_id, (str(org_id), str(org_id)))
-    query = select(Instance.id, Instance.title, Instance.stage, Instance.status, Instance.data).where(
-        Instance.id.in_(sorted(counted))
-    )
-    out = []
-    for r in s.execute(query.order_by(Instance.id)):
-        detail = str((r.data or {}).get("score", "")) if grade else str(counted[r.id])
-        out.append(DrillRow(r.id, r.title or "", code, name, r.stage, r.status, detail=detail))
-    return out
+    if grade:
+        return _behind(s, PLEDGE, year, org_id, measure, lambda data, _n: str(data.get("score", "")))
+    return _behind(s, PLEDGE, year, org_id, measure, lambda _data, n: str(n))
