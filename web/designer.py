@@ -96,13 +96,18 @@ def _definition(s: Any, key: str, version: int | None, latest: bool = False) -> 
     modeler's bookmarkable link); diff and migration always name both versions."""
     if version is None and not latest:
         abort(404)
-    query = select(Definition).where(Definition.process_key == key)
-    if version is not None:
-        query = query.where(Definition.version == version)
-    row = s.execute(query.order_by(Definition.version.desc()).limit(1)).scalar_one_or_none()
+    row = _find(s, key, version)
     if row is None:
         abort(404)
     return row
+
+
+def _find(s: Any, key: str, version: int | None) -> Definition | None:
+    """The deployed ``version`` of ``key``, or its newest version when ``version`` is None."""
+    query = select(Definition).where(Definition.process_key == key)
+    if version is not None:
+        query = query.where(Definition.version == version)
+    return s.execute(query.order_by(Definition.version.desc()).limit(1)).scalar_one_or_none()
 
 
 # --- the modeler -----------------------------------------------------------------------------------
@@ -200,12 +205,7 @@ def draft_forms(key: str) -> dict[str, str]:
 def bundle_sources(key: str) -> dict[str, str]:
     """The files of the newest deployed version of ``key`` (empty for a process never deployed)."""
     with current_engine().db.read() as s:
-        newest = s.execute(
-            select(Definition)
-            .where(Definition.process_key == key)
-            .order_by(Definition.version.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+        newest = _find(s, key, None)
         return dict(newest.sources) if newest else {}
 
 
