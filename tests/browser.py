@@ -150,11 +150,16 @@ def take(page, server: LiveServer, user: str, instance_url: str, stage: str, tas
     assert page.get_by_role("heading", level=1).inner_text() == task
 
 
-def fill_list(page, field: str, values: list[str]) -> None:  # type: ignore[no-untyped-def]
-    """Fill a list field row by row, adding rows with its 添加一项 button as a person would."""
+def list_row(page, field: str, i: int):  # type: ignore[no-untyped-def]
+    """Row ``i`` of a list field, added with its 添加一项 button when not there yet, as a person would."""
     box = page.locator(f"fieldset[data-rows='{field}']")
+    rows = box.locator("[data-row]")
+    if rows.count() <= i:
+        box.get_by_role("button", name="添加一项").click()
+    return rows.nth(i)
+
+
+def fill_list(page, field: str, values: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Fill a list field of plain values row by row."""
     for i, text in enumerate(values):
-        rows = box.locator("[data-row]")
-        if rows.count() <= i:
-            box.get_by_role("button", name="添加一项").click()
-        box.get_by_label(f"第 {i + 1} 项", exact=True).fill(text)
+        list_row(page, field, i).get_by_label(f"第 {i + 1} 项", exact=True).fill(text)

@@ -20,11 +20,7 @@ def test_lifecycle_opens_in_the_modeler_and_validation_marks_a_broken_task(
     live_server: LiveServer,  # type: ignore[no-untyped-def]
 ) -> None:
     sign_in_as(page, live_server, "luoyi")  # the demo's designer
-    page.goto(f"{live_server.url}/designer/")
-    page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
-        "link", name="打开"
-    ).first.click()
-    page.wait_for_selector("#qz-designer[data-ready='1']")
+    open_lifecycle(page, live_server)
     assert page.locator(".qz-canvas .djs-element").count() > 50  # the lifecycle's shapes are drawn
 
     page.evaluate(
@@ -106,8 +102,8 @@ INSERT_REVIEW = """() => {
 }"""
 
 
-def _new_form(page, server: LiveServer, name: str, title: str, fields: list[tuple[str, str, str]]) -> None:  # type: ignore[no-untyped-def]
-    """Make a form in the form editor, as a designer does from the version list."""
+def _start_form(page, server: LiveServer, name: str, title: str) -> None:  # type: ignore[no-untyped-def]
+    """From the version list, start a new lifecycle form in the form editor and give it a title."""
     page.goto(f"{server.url}/designer/")
     page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
         "link", name="编辑表单"
@@ -115,12 +111,36 @@ def _new_form(page, server: LiveServer, name: str, title: str, fields: list[tupl
     page.get_by_label("新表单文件名").fill(name)
     page.get_by_role("button", name="新建表单").click()
     page.get_by_label("表单标题").fill(title)
-    for i, (key, label, kind) in enumerate(fields, start=1):
-        page.get_by_label(f"第 {i} 个字段的字段名").fill(key)
-        page.get_by_label(f"第 {i} 个字段的标题").fill(label)
-        page.get_by_label(f"第 {i} 个字段的类型").select_option(kind)
+
+
+def _field(page, number: int, key: str, label: str | None = None, kind: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    page.get_by_label(f"第 {number} 个字段的字段名").fill(key)
+    if label is not None:
+        page.get_by_label(f"第 {number} 个字段的标题").fill(label)
+    if kind is not None:
+        page.get_by_label(f"第 {number} 个字段的类型").select_option(kind)
+
+
+def _save_form(page) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("button", name="保存表单").click()
     assert "已保存到草稿" in page.locator("main").inner_text()
+
+
+def _new_form(page, server: LiveServer, name: str, title: str, fields: list[tuple[str, str, str]]) -> None:  # type: ignore[no-untyped-def]
+    """Make a form in the form editor, as a designer does from the version list."""
+    _start_form(page, server, name, title)
+    for number, (key, label, kind) in enumerate(fields, start=1):
+        _field(page, number, key, label, kind)
+    _save_form(page)
+
+
+def open_lifecycle(page, server: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    """From the version list, open the lifecycle's newest version in the modeler and wait for it."""
+    page.goto(f"{server.url}/designer/")
+    page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
+        "link", name="打开"
+    ).first.click()
+    page.wait_for_selector("#qz-designer[data-ready='1']")
 
 
 def _panel_input(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def]
@@ -141,11 +161,7 @@ def test_a_designer_adds_a_review_step_deploys_it_and_moves_the_running_projects
     sign_in_as(page, live_server, "luoyi")
     fields = [("midterm_score", "中期得分", "number"), ("checked_on", "检查日期", "date")]
     _new_form(page, live_server, "lifecycle_midterm.json", "中期检查", fields)
-    page.goto(f"{live_server.url}/designer/")
-    page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
-        "link", name="打开"
-    ).first.click()
-    page.wait_for_selector("#qz-designer[data-ready='1']")
+    open_lifecycle(page, live_server)
 
     review = page.evaluate(INSERT_REVIEW)
     page.locator(".qz-panel").get_by_label("表单").select_option("lifecycle_midterm.json")  # the new form
@@ -204,25 +220,14 @@ def test_a_designer_builds_a_form_and_watches_the_preview_follow(
     live_server: LiveServer,  # type: ignore[no-untyped-def]
 ) -> None:
     sign_in_as(page, live_server, "luoyi")
-    page.goto(f"{live_server.url}/designer/")
-    page.locator("section[aria-labelledby='p-project_lifecycle']").get_by_role(
-        "link", name="编辑表单"
-    ).click()
-    page.get_by_label("新表单文件名").fill("lifecycle_midterm.json")
-    page.get_by_role("button", name="新建表单").click()
-    page.get_by_label("表单标题").fill("中期检查")
-    page.get_by_label("第 1 个字段的字段名").fill("midterm_score")
-    page.get_by_label("第 1 个字段的标题").fill("中期得分")
-    page.get_by_label("第 1 个字段的类型").select_option("number")  # a change: htmx redraws the preview
+    _start_form(page, live_server, "lifecycle_midterm.json", "中期检查")
+    _field(page, 1, "midterm_score", "中期得分", "number")  # a change: htmx redraws the preview
     preview = page.locator("#qz-preview")
     preview.get_by_label("中期得分").wait_for()
     assert preview.locator("input[name='midterm_score']").get_attribute("type") == "number"
-    page.get_by_label("第 2 个字段的字段名").fill("midterm_score")  # the same name twice
-    page.get_by_label("第 2 个字段的类型").select_option("date")
+    _field(page, 2, "midterm_score", kind="date")  # the same name twice
     preview.get_by_text("midterm_score:字段名重复").wait_for()
-    page.get_by_label("第 2 个字段的字段名").fill("checked_on")
-    page.get_by_label("第 2 个字段的标题").fill("检查日期")
-    page.get_by_role("button", name="保存表单").click()
-    assert "已保存到草稿" in page.locator("main").inner_text()
+    _field(page, 2, "checked_on", "检查日期")
+    _save_form(page)
     assert page.get_by_label("第 2 个字段的字段名").input_value() == "checked_on"
     assert page.js_errors == []

@@ -19,6 +19,7 @@ from tests.browser import (
     LiveServer,
     at_stage,
     fill_list,
+    list_row,
     open_instance,
     sign_in_as,
     sign_out,
@@ -128,11 +129,8 @@ def test_a_project_goes_from_application_through_a_return_and_scoring_to_the_sig
     # 7. the secretary decomposes the project into two members' tasks; the office approves the plan
     page.locator("section.open-tasks").get_by_role("link", name="编制实施计划书(任务分解)").click()
     page.wait_for_url("**/tasks/*")
-    items = page.locator("fieldset[data-rows='work_items']")
     for i, (owner, deliverable, days) in enumerate(WORK_ITEMS):
-        if items.locator("[data-row]").count() <= i:
-            items.get_by_role("button", name="添加一项").click()
-        row = items.locator("[data-row]").nth(i)
+        row = list_row(page, "work_items", i)
         row.get_by_label("责任党员(用户名)").fill(owner)
         row.get_by_label("交付成果").fill(deliverable)
         row.get_by_label("完成时限").fill((TODAY + timedelta(days=days)).isoformat())

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from engine.models import Instance
-from tests.browser import LiveServer, sign_in_as, sign_out, submit_task, take
+from tests.browser import LiveServer, list_row, sign_in_as, sign_out, submit_task, take
 from web import engine_of
 
 MEMBER, SECRETARY, MASSES = "yangfan", "liuyang", "songjia"
@@ -23,22 +23,10 @@ PEERS = ("huangli", "zhaolei", "qianjin")  # the branch's other members
 QUARTER = timedelta(days=93)
 
 
-def _rows(page, field: str):  # type: ignore[no-untyped-def]
-    return page.locator(f"fieldset[data-rows='{field}'] [data-row]")
-
-
-def _row(page, field: str, i: int):  # type: ignore[no-untyped-def]
-    """Row ``i`` of a list of objects, added with 添加一项 when it is not there yet."""
-    rows = _rows(page, field)
-    if rows.count() <= i:
-        page.locator(f"fieldset[data-rows='{field}']").get_by_role("button", name="添加一项").click()
-    return rows.nth(i)
-
-
 def _quarter(page, server: LiveServer, instance_url: str, number: int) -> None:  # type: ignore[no-untyped-def]
     take(page, server, MEMBER, instance_url, "监督践诺", "季度践诺报告")
     for i, status in enumerate(("已完成" if number == 4 else "推进中", "推进中")):
-        row = _row(page, "progress", i)
+        row = list_row(page, "progress", i)
         row.get_by_label("承诺序号").fill(str(i + 1))
         row.get_by_label(status, exact=True).check()
         row.get_by_label("进展说明").fill(f"第{number}季度：按计划推进")
@@ -83,7 +71,7 @@ def test_a_pledge_is_monitored_four_quarters_then_evaluated_and_graded(
     take(page, live_server, MEMBER, instance_url, "评议考核", "年终述诺")
     page.get_by_label("述诺报告").fill("全年承诺全部兑现，带动班组学习常态化")
     for i, outcome in enumerate(("按期兑现", "按期兑现")):
-        row = _row(page, "results", i)
+        row = list_row(page, "results", i)
         row.get_by_label("承诺序号").fill(str(i + 1))
         row.get_by_label(outcome, exact=True).check()
     page.get_by_label("自评分").fill("96")
